@@ -1,0 +1,3 @@
+"""Pollen: federated fine-tuning of foundation models on Flower."""
+
+__version__ = "0.1.0"

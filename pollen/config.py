@@ -1,0 +1,250 @@
+"""The run configuration: one typed object, loaded from TOML, overridable from the CLI, saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import tomli_w
+
+from pollen.errors import ConfigError
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config {key}: {msg}")
+
+
+@dataclass
+class RunSection:
+    out: str = "runs/latest"
+    seed: int = 0
+    rounds: int = 3
+    # Seconds the server waits for a round's replies before it aggregates what arrived.
+    round_timeout: float = 600.0
+
+    def validate(self) -> None:
+        _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
+        _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
+
+
+@dataclass
+class ModelSection:
+    name: str = "smollm2-135m"
+    # PEFT method: lora | bias | ia3 | prompt (see pollen.models.peft_methods)
+    peft: str = "lora"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    # Empty: the model's default targets for the chosen method.
+    target_modules: list[str] = field(default_factory=list)
+    prompt_tokens: int = 8
+    max_length: int = 64
+
+    def validate(self) -> None:
+        _check(self.lora_r >= 1, "model.lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(self.lora_alpha > 0, "model.lora_alpha", "must be > 0")
+        _check(0 <= self.lora_dropout < 1, "model.lora_dropout", "must be in [0, 1)")
+        _check(self.prompt_tokens >= 1, "model.prompt_tokens", "must be >= 1")
+        _check(8 <= self.max_length <= 4096, "model.max_length", "must be in [8, 4096]")
+
+
+@dataclass
+class DataSection:
+    name: str = "chatterbot"
+    # iid | dirichlet | natural
+    partition: str = "natural"
+    alpha: float = 0.5
+    # Held-out examples the server evaluates the global model on each round.
+    eval_size: int = 64
+    # Cap on training examples per client (0 = no cap); keeps CPU rounds short.
+    max_client_examples: int = 0
+
+    def validate(self) -> None:
+        _check(self.partition in ("iid", "dirichlet", "natural"), "data.partition",
+               f"must be iid, dirichlet or natural, got {self.partition!r}")
+        _check(self.alpha > 0, "data.alpha", f"must be > 0, got {self.alpha}")
+        _check(self.eval_size >= 1, "data.eval_size", "must be >= 1")
+        _check(self.max_client_examples >= 0, "data.max_client_examples", "must be >= 0")
+
+
+@dataclass
+class FederationSection:
+    clients: int = 4
+    # Fraction of clients sampled for training each round.
+    fraction: float = 1.0
+    # Fewest replies a round needs to aggregate (0 = every sampled client).
+    min_clients: int = 0
+
+    def validate(self) -> None:
+        _check(self.clients >= 1, "federation.clients", f"must be >= 1, got {self.clients}")
+        _check(0 < self.fraction <= 1, "federation.fraction", "must be in (0, 1]")
+        _check(0 <= self.min_clients <= self.clients, "federation.min_clients",
+               f"must be in [0, clients={self.clients}]")
+
+
+@dataclass
+class TrainSection:
+    local_steps: int = 6
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.local_steps >= 1, "train.local_steps", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+
+
+@dataclass
+class StrategySection:
+    name: str = "fedpeft"
+    # LoRA aggregation: "factors" (FedAvg of A and B, paper-faithful) or "exact" (mean of BA, re-factorised).
+    lora_aggregation: str = "factors"
+    # Strategy-specific extras, validated by the strategy's factory.
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _check(self.lora_aggregation in ("factors", "exact"), "strategy.lora_aggregation",
+               f"must be 'factors' or 'exact', got {self.lora_aggregation!r}")
+
+
+@dataclass
+class SimulationSection:
+    # CPUs Ray reserves per client; 2 on a 2-core machine runs one client at a time.
+    client_cpus: float = 2.0
+
+    def validate(self) -> None:
+        _check(self.client_cpus > 0, "simulation.client_cpus", "must be > 0")
+
+
+@dataclass
+class PollenConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    federation: FederationSection = field(default_factory=FederationSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    strategy: StrategySection = field(default_factory=StrategySection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+
+    def validate(self) -> PollenConfig:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PollenConfig:
+        cfg = cls()
+        for section, values in data.items():
+            apply_section(cfg, section, values)
+        return cfg.validate()
+
+    @classmethod
+    def from_json(cls, text: str) -> PollenConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> PollenConfig:
+        """Defaults, then the TOML file (if any), then dotted-key overrides, then validation."""
+        cfg = cls()
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file {str(p)!r} does not exist")
+            try:
+                data = tomllib.loads(p.read_text())
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+            for section, values in data.items():
+                apply_section(cfg, section, values)
+        for key, value in (overrides or {}).items():
+            set_key(cfg, key, value)
+        return cfg.validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml())
+
+
+def apply_section(cfg: PollenConfig, section: str, values: Any) -> None:
+    if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
+        names = [f.name for f in dataclasses.fields(cfg)]
+        raise ConfigError(f"unknown config section [{section}]; sections are: {', '.join(names)}")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section [{section}] must be a table")
+    for key, value in values.items():
+        set_key(cfg, f"{section}.{key}", value)
+
+
+def set_key(cfg: PollenConfig, dotted: str, value: Any) -> None:
+    """Set `section.key` with type checking, so a typo or a wrong type fails loudly and early."""
+    section, _, key = dotted.partition(".")
+    obj = getattr(cfg, section, None)
+    if obj is None or not dataclasses.is_dataclass(obj) or not key:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    hints = get_type_hints(type(obj))
+    if key not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(obj))
+        raise ConfigError(f"unknown config key {dotted!r}; [{section}] has: {known}")
+    setattr(obj, key, _coerce(dotted, hints[key], value))
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    origin = getattr(typ, "__origin__", None)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+        elif isinstance(value, str):
+            try:
+                v = float(value)
+            except ValueError:
+                v = None
+        else:
+            v = None
+        if v is not None:
+            if not math.isfinite(v):
+                raise ConfigError(f"config {key}: must be a finite number, got {value!r}")
+            return v
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover - every field type is listed above
+        return value
+    raise ConfigError(f"config {key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")

@@ -1,0 +1,47 @@
+"""Errors a user can cause. The CLI prints their message (no traceback) and exits non-zero."""
+
+from __future__ import annotations
+
+
+class PollenError(Exception):
+    """Base of every user-facing error; the message must say what to fix."""
+
+    exit_code = 2
+
+
+class ConfigError(PollenError):
+    """A run configuration value is missing, malformed or out of range."""
+
+
+class UnknownNameError(ConfigError):
+    """A registry lookup (model, dataset, strategy, codec stage, ...) failed."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]) -> None:
+        self.kind, self.name, self.choices = kind, name, choices
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(choices))}")
+
+
+class DataError(PollenError):
+    """A dataset cannot be loaded or cannot be split as asked."""
+
+
+class ModelError(PollenError):
+    """A model cannot be found or loaded."""
+
+
+class PayloadError(PollenError):
+    """An update received from the network failed validation; the update is dropped."""
+
+    def __init__(self, message: str, *, client: str | int | None = None, field: str | None = None):
+        self.client, self.field = client, field
+        where = []
+        if client is not None:
+            where.append(f"client {client}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = f"[{', '.join(where)}] " if where else ""
+        super().__init__(prefix + message)
+
+
+class DeploymentError(PollenError):
+    """A server/client process could not be started or failed."""

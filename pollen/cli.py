@@ -1,0 +1,126 @@
+"""`pollen simulate | server | client | certs`: parse, build the config, call; no logic here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from pollen.config import PollenConfig
+from pollen.errors import PollenError
+
+# CLI flag -> dotted config key. Values go through the config's own type checks.
+SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
+    "strategy": ("strategy.name", "aggregation strategy (fedpeft, fedavg, median, …)"),
+    "model": ("model.name", "model name, local directory or Hugging Face id"),
+    "dataset": ("data.name", "dataset name, local .json/.jsonl/.csv, or hf:NAME"),
+    "peft": ("model.peft", "PEFT method: lora, ia3, prompt, bias"),
+    "partition": ("data.partition", "iid, dirichlet or natural"),
+    "alpha": ("data.alpha", "Dirichlet concentration"),
+    "clients": ("federation.clients", "number of clients"),
+    "fraction": ("federation.fraction", "fraction of clients sampled per round"),
+    "rounds": ("run.rounds", "federated rounds"),
+    "out": ("run.out", "output directory"),
+    "seed": ("run.seed", "seed for data splits, sampling and initialisation"),
+    "local_steps": ("train.local_steps", "local optimizer steps per round"),
+    "batch_size": ("train.batch_size", "local batch size"),
+    "lr": ("train.lr", "local learning rate"),
+    "lora_aggregation": ("strategy.lora_aggregation", "factors or exact"),
+}
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run configuration TOML (defaults apply where it is silent)")
+    for flag, (_, help_text) in SIMULATE_FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=help_text)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set train.lr=1e-3 (repeatable)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for flag, (key, _) in SIMULATE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PollenError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config(args: argparse.Namespace) -> PollenConfig:
+    return PollenConfig.load(args.config, _overrides(args))
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from pollen.simulations.runner import simulate
+
+    simulate(load_config(args), console)
+    return 0
+
+
+def cmd_server(args: argparse.Namespace, console: Console) -> int:
+    from pollen.server.deploy import serve
+
+    serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
+          certs=args.certs)
+    return 0
+
+
+def cmd_client(args: argparse.Namespace, console: Console) -> int:
+    from pollen.client.deploy import run_client
+
+    return run_client(server=args.server, partition_id=args.partition_id,
+                      num_partitions=args.num_partitions, insecure=args.insecure,
+                      certs=args.certs, node_key=args.node_key, max_wait=args.max_wait)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pollen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="run a local federation on Flower's simulation engine")
+    _add_run_flags(sim)
+    sim.set_defaults(func=cmd_simulate)
+
+    srv = sub.add_parser("server", help="start the coordinator (Flower SuperLink + the Pollen run)")
+    _add_run_flags(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address the Fleet API listens on")
+    srv.add_argument("--port", type=int, default=9092, help="Fleet API port clients connect to")
+    srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
+    srv.add_argument("--certs", help="directory from `pollen certs` (TLS + node authentication)")
+    srv.set_defaults(func=cmd_server)
+
+    cli = sub.add_parser("client", help="start one client (a Flower SuperNode running Pollen)")
+    cli.add_argument("--server", required=True, help="HOST:PORT of the server's Fleet API")
+    cli.add_argument("--partition-id", type=int, required=True, help="this client's data partition")
+    cli.add_argument("--num-partitions", type=int, required=True, help="total partitions (clients)")
+    cli.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
+    cli.add_argument("--certs", help="directory with ca.crt (and node keys) from `pollen certs`")
+    cli.add_argument("--node-key", help="this node's private key for node authentication")
+    cli.add_argument("--max-wait", type=float, default=None,
+                     help="exit after this many seconds without a server (default: wait forever)")
+    cli.set_defaults(func=cmd_client)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, console) or 0)
+    except PollenError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

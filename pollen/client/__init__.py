@@ -1,0 +1,1 @@
+"""Client side: the Flower ClientApp and the local trainers per method family."""

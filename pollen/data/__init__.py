@@ -1,0 +1,6 @@
+"""Datasets by name (or a HF dataset / local file), tokenisation, and client partitioners."""
+
+from pollen.data.partition import PARTITIONERS, partition
+from pollen.data.registry import DATASETS, FederatedData, TextDataset, load_dataset
+
+__all__ = ["DATASETS", "PARTITIONERS", "FederatedData", "TextDataset", "load_dataset", "partition"]

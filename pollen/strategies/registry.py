@@ -1,0 +1,60 @@
+"""Strategies by name: Pollen's own plus Flower's baselines, built from the run config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.serverapp.strategy import Strategy
+
+from pollen.config import PollenConfig
+from pollen.errors import ConfigError
+from pollen.registry import Registry
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy factory may need beyond the config."""
+
+    cfg: PollenConfig
+    tensor_names: list[str]
+
+
+Factory = Callable[[StrategyContext], Strategy]
+STRATEGIES: Registry[Factory] = Registry("strategy")
+
+
+def sampling_kwargs(cfg: PollenConfig) -> dict[str, Any]:
+    """Flower's sampling knobs from the federation section; evaluation is centralised on the server."""
+    fed = cfg.federation
+    sampled = max(1, math.ceil(fed.fraction * fed.clients))
+    return {
+        "fraction_train": fed.fraction,
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": fed.min_clients or sampled,
+        "min_available_nodes": fed.clients,
+    }
+
+
+def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, Any]:
+    """Validate `[strategy.params]` against what the chosen strategy accepts."""
+    out = {}
+    for key, value in cfg.strategy.params.items():
+        if key not in allowed:
+            raise ConfigError(f"strategy {cfg.strategy.name!r} has no parameter {key!r}; "
+                              f"it accepts: {', '.join(sorted(allowed)) or 'none'}")
+        typ = allowed[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+            raise ConfigError(f"strategy.params.{key}: expected {typ.__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def build_strategy(ctx: StrategyContext) -> Strategy:
+    from pollen.strategies import baselines, fedpeft  # noqa: F401  (register built-ins)
+
+    return STRATEGIES.get(ctx.cfg.strategy.name)(ctx)

@@ -1,0 +1,1 @@
+"""Local multi-client simulations and attack wrappers for robustness studies."""

@@ -1,0 +1,1 @@
+"""Aggregation strategies (Flower strategies and their algorithmic cores)."""

@@ -28,7 +28,7 @@ from pollen.errors import ConfigError, PayloadError
 
 SCALES = ("median_norm", "reference")
 INITS = ("flag_mean", "random")
-_GRAM_CHUNK_ELEMS = 1 << 23  # float64 elements per Gram chunk (64 MiB)
+_GRAM_CHUNK_ELEMS = 1 << 21  # float64 elements per Gram chunk (16 MiB; cache-friendlier)
 _RANK_RTOL = 1e-10  # eigenvalues of CᵀC below this fraction of the largest are treated as zero
 
 
@@ -37,7 +37,7 @@ class FlagResult:
     """Aggregate plus the IRLS diagnostics a strategy may log."""
 
     aggregate: torch.Tensor  # (d,), dtype and device of the input
-    coefficients: torch.Tensor  # (n, r) float64: Y = Xᵀ-normalised updates times this, YᵀY = I_r
+    coefficients: torch.Tensor  # (n, r) float64, CPU: Y = X̂·coefficients, X̂ = unit columns (d×n)
     iters: int  # IRLS steps taken
     objective: list[float]  # ε-smoothed objective of the init and of every IRLS iterate
     converged: bool  # relative objective change fell below tol

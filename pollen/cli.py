@@ -28,6 +28,8 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
     "batch_size": ("train.batch_size", "local batch size"),
     "lr": ("train.lr", "local learning rate"),
     "lora_aggregation": ("strategy.lora_aggregation", "factors or exact"),
+    "attack": ("attack.name", "Byzantine attack for robustness studies (simulation)"),
+    "attack_fraction": ("attack.fraction", "fraction of clients that attack"),
 }
 
 

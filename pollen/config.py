@@ -116,6 +116,22 @@ class StrategySection:
 
 
 @dataclass
+class AttackSection:
+    """Byzantine clients for robustness studies (simulation only)."""
+
+    # "" = no attack; otherwise a name from pollen.simulations.attacks.ATTACKS.
+    name: str = ""
+    fraction: float = 0.0
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _check(0 <= self.fraction < 1, "attack.fraction", f"must be in [0, 1), got {self.fraction}")
+        _check(not self.name or self.fraction > 0, "attack.fraction",
+               f"attack {self.name!r} needs a fraction > 0")
+
+
+@dataclass
 class SimulationSection:
     # CPUs Ray reserves per client; 2 on a 2-core machine runs one client at a time.
     client_cpus: float = 2.0
@@ -132,6 +148,7 @@ class PollenConfig:
     federation: FederationSection = field(default_factory=FederationSection)
     train: TrainSection = field(default_factory=TrainSection)
     strategy: StrategySection = field(default_factory=StrategySection)
+    attack: AttackSection = field(default_factory=AttackSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
 
     def validate(self) -> PollenConfig:

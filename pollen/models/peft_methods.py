@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -74,9 +75,12 @@ def _bias(model: torch.nn.Module, cfg: ModelSection, task: str) -> torch.nn.Modu
 
 def apply_peft(model: torch.nn.Module, cfg: ModelSection, task: str) -> torch.nn.Module:
     """Freeze the backbone and make only the chosen PEFT parameters trainable."""
+    method = PEFT_METHODS.get(cfg.peft)
     for p in model.parameters():
         p.requires_grad_(False)
-    return PEFT_METHODS.get(cfg.peft)(model, cfg, task)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+        warnings.simplefilter("ignore", FutureWarning)
+        return method(model, cfg, task)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, np.ndarray]:

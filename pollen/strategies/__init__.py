@@ -1,0 +1,1 @@
+"""Pollen strategies package."""

@@ -1,0 +1,1 @@
+"""Pollen data package."""

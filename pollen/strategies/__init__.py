@@ -1,0 +1,1 @@
+"""Server-side strategies (one module each) and their pure state."""

@@ -136,8 +136,8 @@ def apply_seeds(params: Sequence[torch.Tensor], seeds: Sequence[int], coeffs: Se
         raise ValueError("src and params must have the same shapes")
     c = np.asarray(coeffs, dtype=np.float64).reshape(-1)
     s = np.asarray(seeds, dtype=np.int64).reshape(-1)
-    if c.shape != s.shape:
-        raise ValueError(f"{s.size} seeds but {c.size} coefficients")
+    if c.shape != s.shape or not np.all(np.isfinite(c)):
+        raise ValueError(f"need one finite coefficient per seed; got {s.size} seeds, {c.size} coeffs")
     keep = c != 0.0
     s, c = s[keep], c[keep]
     if s.size == 0:

@@ -124,6 +124,8 @@ def test_src_writes_into_other_dtype():
     assert all(torch.equal(x, y.to(torch.bfloat16)) for x, y in zip(dst, want, strict=True))
     with pytest.raises(ConfigError):
         S.apply_seeds(dst, [1], [1.0], rng="mt")
+    with pytest.raises(ValueError):
+        S.apply_seeds(dst, [1], [float("nan")])
 
 
 @pytest.mark.gpu

@@ -87,3 +87,14 @@ def client_data(cfg: PollenConfig, partition_id: int, num_partitions: int) -> En
 
 def eval_data(cfg: PollenConfig) -> Encoded:
     return _encoded(cfg.to_json(), -1, 0)
+
+
+def preflight(cfg: PollenConfig) -> None:
+    """Every client gets data and the model loads (which also warms its cache)."""
+    from pollen.errors import DataError
+
+    n = cfg.federation.clients
+    for pid in range(n):
+        if len(client_indices(cfg, pid, n)) == 0:
+            raise DataError(f"client {pid} would get no data; use fewer clients")
+    runtime(cfg)

@@ -1,16 +1,12 @@
-"""The Flower ClientApp: receive the global trainable state, train locally, send it back."""
+"""The Flower ClientApp: dispatch each training message to the method family's trainer."""
 
 from __future__ import annotations
 
-import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from pollen.client.trainer import train_steps
-from pollen.data.tokenize import batches
-from pollen.flower_glue import config_from_context, from_arrays, partition_of, to_arrays
-from pollen.models.peft_methods import load_trainable_state, trainable_state
-from pollen.runtime import client_data, runtime
+from pollen.families import family_of, resolve
+from pollen.flower_glue import config_from_context, partition_of
 
 app = ClientApp()
 
@@ -19,20 +15,5 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_from_context(context)
     pid, n_parts = partition_of(context)
-    server_round = int(msg.content["config"]["server-round"])
-    torch.manual_seed(cfg.run.seed * 100_003 + server_round * 1009 + pid)
-    rt = runtime(cfg)
-    data = client_data(cfg, pid, n_parts)
-    load_trainable_state(rt.model, from_arrays(msg.content["arrays"]))
-    stream = batches(data, cfg.train.batch_size, rt.pad_id, steps=cfg.train.local_steps,
-                     seed=cfg.run.seed * 7919 + server_round * 31 + pid)
-    loss, seen = train_steps(rt.model, stream, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    reply = RecordDict({
-        "arrays": to_arrays(trainable_state(rt.model)),
-        # Weight by the client's data size (FedAvg's n_i), not by the examples of this round.
-        "metrics": MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen}),
-    })
-    return Message(content=reply, reply_to=msg)
-
-
-__all__ = ["app", "ArrayRecord"]
+    handler = resolve(family_of(cfg).client_train)
+    return Message(content=handler(msg, context, cfg, pid, n_parts), reply_to=msg)

@@ -10,24 +10,18 @@ from typing import Any
 from rich.console import Console
 
 from pollen.config import PollenConfig
-from pollen.errors import DataError
 from pollen.launch import flower_env, start_superlink, submit_run, write_app, write_connection
 from pollen.progress import follow, summary
-from pollen.runtime import client_indices, runtime
 
 
 def preflight(cfg: PollenConfig) -> None:
     """Fail fast, before any process starts: names, data split, model (and warm its cache)."""
-    from pollen.strategies.registry import STRATEGIES
-    from pollen.strategies import build_strategy  # noqa: F401  (registers the built-ins)
-    from pollen.strategies import baselines, fedpeft  # noqa: F401
+    from pollen.families import family_of, resolve
+    from pollen.strategies.registry import STRATEGIES, load_builtins
 
+    load_builtins()
     STRATEGIES.get(cfg.strategy.name)
-    n = cfg.federation.clients
-    for pid in range(n):
-        if len(client_indices(cfg, pid, n)) == 0:
-            raise DataError(f"client {pid} would get no data; use fewer clients")
-    runtime(cfg)
+    resolve(family_of(cfg).preflight)(cfg)
 
 
 def prepare_out(cfg: PollenConfig) -> Path:

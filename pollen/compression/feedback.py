@@ -30,13 +30,15 @@ class ErrorFeedback:
             return self.codec.encode(update)
         corrected: dict[str, np.ndarray] = {}
         for name, x in update.items():
-            arr = np.asarray(x.detach().to("cpu").float().numpy() if hasattr(x, "detach") else x,
-                             dtype=np.float32)
+            arr = np.array(x.detach().to("cpu").float().numpy() if hasattr(x, "detach") else x,
+                           dtype=np.float32)  # a copy: it becomes the residual below
             res = self._residual.get(name)
-            if res is not None and res.shape != arr.shape:
-                raise ConfigError(f"error feedback: tensor {name!r} changed shape from "
-                                  f"{res.shape} to {arr.shape}; reset the residual")
-            corrected[name] = arr + res if res is not None else arr
+            if res is not None:
+                if res.shape != arr.shape:
+                    raise ConfigError(f"error feedback: tensor {name!r} changed shape from "
+                                      f"{res.shape} to {arr.shape}; reset the residual")
+                arr += res
+            corrected[name] = arr
         blob, sent = self.codec.encode_with_reconstruction(corrected)
         for name, arr in corrected.items():
             np.subtract(arr, sent[name], out=arr)

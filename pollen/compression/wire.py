@@ -43,8 +43,12 @@ def pack_update(batch: Batch, stages: Sequence[Stage], codec_spec: str,
     for i, (name, shape, dtype) in enumerate(zip(batch.names, batch.shapes, batch.dtypes,
                                                  strict=True)):
         t = add(name=name, dtype=_DTYPE_TO_PB[dtype], shape=shape, nnz=counts[i])
-        if books is not None:
-            t.codebook.extend(books[i].tolist())
+        if books is not None and len(books[i]):
+            bits = books[i].view(np.uint32)
+            if (bits & 0xFFFF).any():
+                t.codebook.extend(books[i].tolist())
+            else:
+                t.codebook_bf16 = (bits >> 16).astype("<u2").tobytes()
         if scale is not None:
             t.scale = scale[i]
         if offset is not None:
@@ -183,8 +187,11 @@ def _headers(body: pb.TensorList, expected: Expected | None, client: object) -> 
             if dtype != str(want_dtype).removeprefix("torch."):
                 raise _fail(f"dtype {dtype} does not match the model's {want_dtype}",
                             f"{where}.dtype", client)
-        if len(t.codebook) > MAX_CODEBOOK:
-            raise _fail(f"codebook of {len(t.codebook)} entries (limit {MAX_CODEBOOK})",
+        if len(t.codebook) > MAX_CODEBOOK or len(t.codebook_bf16) > 2 * MAX_CODEBOOK:
+            raise _fail(f"codebook larger than {MAX_CODEBOOK} entries", f"{where}.codebook",
+                        client)
+        if t.codebook_bf16 and (len(t.codebook) or len(t.codebook_bf16) % 2):
+            raise _fail("codebook_bf16 must be whole uint16s and exclude codebook",
                         f"{where}.codebook", client)
         names.append(t.name)
         shapes.append(shape)
@@ -194,6 +201,13 @@ def _headers(body: pb.TensorList, expected: Expected | None, client: object) -> 
         more = " ..." if len(missing) > 5 else ""
         raise _fail(f"missing tensors: {', '.join(missing[:5])}{more}", "tensors", client)
     return Batch(names, shapes, dtypes)
+
+
+def _codebook(t: pb.Tensor) -> np.ndarray:
+    if t.codebook_bf16:
+        half = np.frombuffer(t.codebook_bf16, "<u2").astype(np.uint32)
+        return (half << 16).view(np.float32)
+    return np.array(t.codebook, dtype=np.float32)
 
 
 def _sections(body: pb.TensorList, batch: Batch, client: object) -> np.ndarray:
@@ -245,7 +259,7 @@ def _sections(body: pb.TensorList, batch: Batch, client: object) -> np.ndarray:
             raise ValueError(f"unknown value coding {body.value_coding}")
     except ValueError as exc:
         raise _fail(str(exc), "values", client) from None
-    batch.codebooks = [np.array(t.codebook, dtype=np.float32) for t in body.tensors]
+    batch.codebooks = [_codebook(t) for t in body.tensors]
     batch.scale = np.array([t.scale for t in body.tensors], dtype=np.float32)
     batch.offset = np.array([t.offset for t in body.tensors], dtype=np.float32)
     try:

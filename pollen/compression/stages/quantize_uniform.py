@@ -17,8 +17,10 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 
 def dequantize_affine(codes: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The one formula both the encoder's reconstruction and the decoder use (bit-identical)."""
-    return offset + codes.astype(np.float32) * scale
+    """The one formula both the encoder's reconstruction and the decoder use (bit-identical).
+    Overflow (hostile offset/scale) gives Inf, which the wire layer rejects afterwards."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return offset + codes.astype(np.float32) * scale
 
 
 @register

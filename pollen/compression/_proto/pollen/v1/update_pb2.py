@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pollen/v1/update.proto\x12\tpollen.v1\"#\n\x05Stage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\"\x84\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.pollen.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x04\x12\x0b\n\x03nnz\x18\x04 \x01(\x04\x12\x10\n\x08\x63odebook\x18\x05 \x03(\x02\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\"\xf2\x01\n\nTensorList\x12\"\n\x07tensors\x18\x01 \x03(\x0b\x32\x11.pollen.v1.Tensor\x12 \n\x06stages\x18\x02 \x03(\x0b\x32\x10.pollen.v1.Stage\x12,\n\x0cindex_coding\x18\x03 \x01(\x0e\x32\x16.pollen.v1.IndexCoding\x12\x0e\n\x06rice_k\x18\x04 \x01(\r\x12\x0f\n\x07indices\x18\x05 \x01(\x0c\x12,\n\x0cvalue_coding\x18\x06 \x01(\x0e\x32\x16.pollen.v1.ValueCoding\x12\x11\n\tcode_bits\x18\x07 \x01(\r\x12\x0e\n\x06values\x18\x08 \x01(\x0c\"\x91\x01\n\x06Update\x12\x30\n\x0e\x66ormat_version\x18\x01 \x01(\x0e\x32\x18.pollen.v1.FormatVersion\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12%\n\x0b\x63ompression\x18\x03 \x01(\x0b\x32\x10.pollen.v1.Stage\x12\x11\n\tbody_size\x18\x04 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c*E\n\rFormatVersion\x12\x1e\n\x1a\x46ORMAT_VERSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ORMAT_VERSION_1\x10\x01*k\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x11\n\rDTYPE_FLOAT64\x10\x04*o\n\x0bIndexCoding\x12\x16\n\x12INDEX_CODING_DENSE\x10\x00\x12\x18\n\x14INDEX_CODING_RAW_U32\x10\x01\x12\x17\n\x13INDEX_CODING_BITMAP\x10\x02\x12\x15\n\x11INDEX_CODING_RICE\x10\x03*\x80\x01\n\x0bValueCoding\x12\x1c\n\x18VALUE_CODING_UNSPECIFIED\x10\x00\x12\x18\n\x14VALUE_CODING_FLOAT32\x10\x01\x12!\n\x1dVALUE_CODING_FLOAT32_SHUFFLED\x10\x02\x12\x16\n\x12VALUE_CODING_CODES\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pollen/v1/update.proto\x12\tpollen.v1\"#\n\x05Stage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\"\x9b\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.pollen.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x04\x12\x0b\n\x03nnz\x18\x04 \x01(\x04\x12\x10\n\x08\x63odebook\x18\x05 \x03(\x02\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\x12\x15\n\rcodebook_bf16\x18\x08 \x01(\x0c\"\xf2\x01\n\nTensorList\x12\"\n\x07tensors\x18\x01 \x03(\x0b\x32\x11.pollen.v1.Tensor\x12 \n\x06stages\x18\x02 \x03(\x0b\x32\x10.pollen.v1.Stage\x12,\n\x0cindex_coding\x18\x03 \x01(\x0e\x32\x16.pollen.v1.IndexCoding\x12\x0e\n\x06rice_k\x18\x04 \x01(\r\x12\x0f\n\x07indices\x18\x05 \x01(\x0c\x12,\n\x0cvalue_coding\x18\x06 \x01(\x0e\x32\x16.pollen.v1.ValueCoding\x12\x11\n\tcode_bits\x18\x07 \x01(\r\x12\x0e\n\x06values\x18\x08 \x01(\x0c\"\x91\x01\n\x06Update\x12\x30\n\x0e\x66ormat_version\x18\x01 \x01(\x0e\x32\x18.pollen.v1.FormatVersion\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12%\n\x0b\x63ompression\x18\x03 \x01(\x0b\x32\x10.pollen.v1.Stage\x12\x11\n\tbody_size\x18\x04 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c*E\n\rFormatVersion\x12\x1e\n\x1a\x46ORMAT_VERSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ORMAT_VERSION_1\x10\x01*k\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x11\n\rDTYPE_FLOAT64\x10\x04*o\n\x0bIndexCoding\x12\x16\n\x12INDEX_CODING_DENSE\x10\x00\x12\x18\n\x14INDEX_CODING_RAW_U32\x10\x01\x12\x17\n\x13INDEX_CODING_BITMAP\x10\x02\x12\x15\n\x11INDEX_CODING_RICE\x10\x03*\x80\x01\n\x0bValueCoding\x12\x1c\n\x18VALUE_CODING_UNSPECIFIED\x10\x00\x12\x18\n\x14VALUE_CODING_FLOAT32\x10\x01\x12!\n\x1dVALUE_CODING_FLOAT32_SHUFFLED\x10\x02\x12\x16\n\x12VALUE_CODING_CODES\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pollen.v1.update_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FORMATVERSION']._serialized_start=602
-  _globals['_FORMATVERSION']._serialized_end=671
-  _globals['_DTYPE']._serialized_start=673
-  _globals['_DTYPE']._serialized_end=780
-  _globals['_INDEXCODING']._serialized_start=782
-  _globals['_INDEXCODING']._serialized_end=893
-  _globals['_VALUECODING']._serialized_start=896
-  _globals['_VALUECODING']._serialized_end=1024
+  _globals['_FORMATVERSION']._serialized_start=625
+  _globals['_FORMATVERSION']._serialized_end=694
+  _globals['_DTYPE']._serialized_start=696
+  _globals['_DTYPE']._serialized_end=803
+  _globals['_INDEXCODING']._serialized_start=805
+  _globals['_INDEXCODING']._serialized_end=916
+  _globals['_VALUECODING']._serialized_start=919
+  _globals['_VALUECODING']._serialized_end=1047
   _globals['_STAGE']._serialized_start=37
   _globals['_STAGE']._serialized_end=72
   _globals['_TENSOR']._serialized_start=75
-  _globals['_TENSOR']._serialized_end=207
-  _globals['_TENSORLIST']._serialized_start=210
-  _globals['_TENSORLIST']._serialized_end=452
-  _globals['_UPDATE']._serialized_start=455
-  _globals['_UPDATE']._serialized_end=600
+  _globals['_TENSOR']._serialized_end=230
+  _globals['_TENSORLIST']._serialized_start=233
+  _globals['_TENSORLIST']._serialized_end=475
+  _globals['_UPDATE']._serialized_start=478
+  _globals['_UPDATE']._serialized_end=623
 # @@protoc_insertion_point(module_scope)

@@ -58,7 +58,7 @@ class Stage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "nnz", "codebook", "scale", "offset")
+    __slots__ = ("name", "dtype", "shape", "nnz", "codebook", "scale", "offset", "codebook_bf16")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class Tensor(_message.Message):
     CODEBOOK_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CODEBOOK_BF16_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -73,7 +74,8 @@ class Tensor(_message.Message):
     codebook: _containers.RepeatedScalarFieldContainer[float]
     scale: float
     offset: float
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., nnz: _Optional[int] = ..., codebook: _Optional[_Iterable[float]] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ...) -> None: ...
+    codebook_bf16: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., nnz: _Optional[int] = ..., codebook: _Optional[_Iterable[float]] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., codebook_bf16: _Optional[bytes] = ...) -> None: ...
 
 class TensorList(_message.Message):
     __slots__ = ("tensors", "stages", "index_coding", "rice_k", "indices", "value_coding", "code_bits", "values")

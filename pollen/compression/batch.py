@@ -3,7 +3,7 @@
 All tensors are handled together as one flat float32 concatenation (LoRA updates are ~100
 small tensors; per-tensor numpy calls would cost more than the arithmetic). A sparsifier sets
 `positions` (sorted, into the concatenation) and `values`; a quantizer swaps `values` for `codes`
-plus per-tensor `codebooks` or `scale`/`offset`. Decoding fills the same fields from the wire
+plus per-tensor codebooks (`codebook`, `book_sizes`) or `scale`/`offset`. Decoding fills the same fields from the wire
 and runs the stages backwards. Stages never see protobuf.
 """
 
@@ -29,7 +29,8 @@ class Batch:
     values: np.ndarray | None = None  # float32, one per present entry
     codes: np.ndarray | None = None  # unsigned ints replacing `values` after a quantizer
     code_bits: int = 0
-    codebooks: list[np.ndarray] | None = None  # per tensor float32 lookup table (kmeans)
+    codebook: np.ndarray | None = None  # float32 lookup tables of all tensors, concatenated
+    book_sizes: np.ndarray | None = None  # entries of each tensor's table in `codebook`
     scale: np.ndarray | None = None  # per tensor float32 (uniform step, ternary magnitude)
     offset: np.ndarray | None = None  # per tensor float32 (uniform minimum)
     shuffle: bool = False  # ask the packer to byte-shuffle float values (helps an entropy coder)
@@ -56,10 +57,12 @@ class Batch:
         return np.repeat(np.arange(len(self.names)), counts)
 
     def to_flat(self) -> np.ndarray:
-        """Scatter `values` into a zero concatenation (float32, writable)."""
+        """Scatter `values` into a zero concatenation (float32, writable; never the input)."""
         assert self.values is not None, "codes must be dequantized first"
         if self.positions is None:
-            return np.array(self.values, dtype=np.float32, copy=True)
+            if self.values is self.dense or not self.values.flags.writeable:
+                return np.array(self.values, dtype=np.float32, copy=True)
+            return self.values.astype(np.float32, copy=False)
         out = np.zeros(self.total, dtype=np.float32)
         out[self.positions] = self.values
         return out

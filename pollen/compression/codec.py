@@ -25,17 +25,21 @@ Update = Mapping[str, Any]
 CodecSpec = str | Sequence[str | Mapping[str, Any]] | Mapping[str, Any] | None
 
 
+_NP_NAMES = {np.dtype(n): n for n in DTYPES if n != "bfloat16"}
+
+
 def _as_array(name: str, x: Any) -> tuple[np.ndarray, str]:
     """(array, sender dtype name); torch tensors (incl. bfloat16) are converted on the CPU."""
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
-        dtype = str(x.dtype).removeprefix("torch.")
-        x = x.detach().to("cpu").float().numpy()
-    else:
+    torch_like = hasattr(x, "detach")  # torch.Tensor, without importing torch
+    dtype = str(x.dtype).removeprefix("torch.") if torch_like else None
+    if not torch_like:
         x = np.asarray(x)
-        dtype = x.dtype.name
+        dtype = _NP_NAMES.get(x.dtype, x.dtype.name)
     if dtype not in DTYPES:
         raise ConfigError(f"update tensor {name!r} has dtype {dtype}; expected one of "
                           f"{', '.join(DTYPES)}")
+    if torch_like:
+        x = x.detach().to("cpu").float().numpy()
     return x, dtype
 
 

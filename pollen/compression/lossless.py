@@ -74,10 +74,10 @@ def pack_floats(values: np.ndarray, shuffle: bool) -> bytes:
 def unpack_floats(buf: bytes, n: int, shuffle: bool) -> np.ndarray:
     if len(buf) != 4 * n:
         raise ValueError(f"{len(buf)} bytes for {n} float32 values, expected {4 * n}")
-    raw = np.frombuffer(buf, np.uint8)
-    if shuffle:
-        raw = raw.reshape(4, n).T
-    return np.ascontiguousarray(raw).view("<f4").reshape(n).astype(np.float32)
+    if shuffle:  # the transpose copy is also what makes the result writable
+        planes = np.frombuffer(buf, np.uint8).reshape(4, n)
+        return np.ascontiguousarray(planes.T).view("<f4").reshape(n)
+    return np.frombuffer(buf, "<f4").copy()
 
 
 # ---- positions ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ DEFAULT_MAX_BYTES = 256 << 20  # wire bytes accepted from one client
 DEFAULT_MAX_DECODED_BYTES = 1 << 30  # decoded float32 bytes when no expected shapes are given
 MAX_NDIM = 32
 MAX_CODEBOOK = 4096
+MAX_TENSORS = 1 << 16  # without `expected` (with it, exactly the expected names)
 _DTYPE_TO_PB = {name: i + 1 for i, name in enumerate(DTYPES)}
 _PB_TO_DTYPE = {v: k for k, v in _DTYPE_TO_PB.items()}
 
@@ -31,24 +32,37 @@ Expected = Mapping[str, tuple[Sequence[int], str]]
 
 
 # ---- encode -----------------------------------------------------------------------------------
+def _book_slices(batch: Batch) -> list[bytes] | list[list[float]] | None:
+    """Per-tensor codebooks: bfloat16 bytes when every entry is exactly representable."""
+    if batch.codebook is None or batch.book_sizes is None:
+        return None
+    ends = np.cumsum(batch.book_sizes).tolist()
+    starts = [0, *ends][:-1]
+    bits = batch.codebook.astype(np.float32).view(np.uint32)
+    if not (bits & 0xFFFF).any():
+        half = (bits >> 16).astype("<u2").tobytes()
+        return [half[2 * a : 2 * b] for a, b in zip(starts, ends, strict=True)]
+    flat = batch.codebook.tolist()
+    return [flat[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
 def pack_update(batch: Batch, stages: Sequence[Stage], codec_spec: str,
                 lossless_stage: Stage | None) -> bytes:
     """Serialize a fully encoded batch (generic: whatever sections the stages set)."""
     body = pb.TensorList(stages=[pb.Stage(name=s.name, args=s.args()) for s in stages])
     counts = batch.counts().tolist()
-    books = batch.codebooks
     scale = batch.scale.tolist() if batch.scale is not None else None
     offset = batch.offset.tolist() if batch.offset is not None else None
+    books = _book_slices(batch)
     add = body.tensors.add
     for i, (name, shape, dtype) in enumerate(zip(batch.names, batch.shapes, batch.dtypes,
                                                  strict=True)):
         t = add(name=name, dtype=_DTYPE_TO_PB[dtype], shape=shape, nnz=counts[i])
-        if books is not None and len(books[i]):
-            bits = books[i].view(np.uint32)
-            if (bits & 0xFFFF).any():
-                t.codebook.extend(books[i].tolist())
+        if books is not None:
+            if isinstance(books[i], bytes):
+                t.codebook_bf16 = books[i]
             else:
-                t.codebook_bf16 = (bits >> 16).astype("<u2").tobytes()
+                t.codebook.extend(books[i])
         if scale is not None:
             t.scale = scale[i]
         if offset is not None:
@@ -88,7 +102,8 @@ def decode_update(
 
     `expected` maps each tensor name to (shape, dtype name); with it, names, shapes and dtypes
     must match exactly and it also bounds decompression. Without it, decoded tensors may total at
-    most `max_decoded_bytes` of float32 (default 1 GiB).
+    most `max_decoded_bytes` of float32 (default 1 GiB; with `expected`, no limit unless given).
+    `max_bytes` caps the payload itself.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise PayloadError(f"payload must be bytes, got {type(blob).__name__}",
@@ -96,12 +111,11 @@ def decode_update(
     if len(blob) > max_bytes:
         raise PayloadError(f"payload of {len(blob)} bytes exceeds the limit of {max_bytes}",
                            client=client, field="payload")
-    max_decoded = DEFAULT_MAX_DECODED_BYTES if max_decoded_bytes is None else max_decoded_bytes
-    body = _open(bytes(blob), _body_bound(expected, max_decoded), client)
-    batch = _headers(body, expected, client)
-    if 4 * batch.total > max_decoded:
-        raise PayloadError(f"tensors total {4 * batch.total} bytes of float32, limit "
-                           f"{max_decoded}", client=client, field="tensors")
+    limit = max_decoded_bytes
+    if limit is None and expected is None:
+        limit = DEFAULT_MAX_DECODED_BYTES
+    body = _open(bytes(blob), _body_bound(expected, limit), client)
+    batch = _headers(body, expected, limit, client)
     return batch.split(_sections(body, batch, client))
 
 
@@ -109,12 +123,15 @@ def _fail(message: str, field: str, client: object) -> PayloadError:
     return PayloadError(message, client=client, field=field)  # type: ignore[arg-type]
 
 
-def _body_bound(expected: Expected | None, max_decoded: int) -> int:
+def _body_bound(expected: Expected | None, limit: int | None) -> int:
     """Largest legitimate TensorList: uint32 positions + float32 values + per-tensor headers."""
-    if expected is None:
-        return 2 * max_decoded + (1 << 20)
-    return sum(8 * math.prod(s) + 4 * MAX_CODEBOOK + len(n) + 64 * len(s) + 128
-               for n, (s, _) in expected.items()) + 4096
+    bound = 1 << 62
+    if expected is not None:
+        bound = sum(8 * math.prod(s) + 4 * MAX_CODEBOOK + len(n) + 64 * len(s) + 128
+                    for n, (s, _) in expected.items()) + 4096
+    if limit is not None:
+        bound = min(bound, 2 * limit + (1 << 20))
+    return bound
 
 
 def _stage_from_wire(name: str, args: Sequence[str], client: object, field: str) -> Stage:
@@ -160,10 +177,14 @@ def _open(blob: bytes, bound: int, client: object) -> pb.TensorList:
     return out
 
 
-def _headers(body: pb.TensorList, expected: Expected | None, client: object) -> Batch:
+def _headers(body: pb.TensorList, expected: Expected | None, limit: int | None,
+             client: object) -> Batch:
     """Check names, shapes, dtypes and header sizes; a Batch with nothing decoded yet."""
     names, shapes, dtypes = [], [], []
+    total = 0
     seen: set[str] = set()
+    if expected is None and len(body.tensors) > MAX_TENSORS:
+        raise _fail(f"{len(body.tensors)} tensors (limit {MAX_TENSORS})", "tensors", client)
     for t in body.tensors:
         where = f"tensors[{t.name}]"
         if not t.name:
@@ -193,6 +214,10 @@ def _headers(body: pb.TensorList, expected: Expected | None, client: object) -> 
         if t.codebook_bf16 and (len(t.codebook) or len(t.codebook_bf16) % 2):
             raise _fail("codebook_bf16 must be whole uint16s and exclude codebook",
                         f"{where}.codebook", client)
+        total += math.prod(shape)
+        if limit is not None and 4 * total > limit:
+            raise _fail(f"tensors total more than {limit} bytes of float32 (the limit)", "tensors",
+                        client)
         names.append(t.name)
         shapes.append(shape)
         dtypes.append(dtype)
@@ -203,11 +228,16 @@ def _headers(body: pb.TensorList, expected: Expected | None, client: object) -> 
     return Batch(names, shapes, dtypes)
 
 
-def _codebook(t: pb.Tensor) -> np.ndarray:
-    if t.codebook_bf16:
-        half = np.frombuffer(t.codebook_bf16, "<u2").astype(np.uint32)
-        return (half << 16).view(np.float32)
-    return np.array(t.codebook, dtype=np.float32)
+def _codebooks(tensors: Sequence[pb.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """All codebooks concatenated (float32) and their sizes, from bf16 bytes or floats."""
+    half = [t.codebook_bf16 for t in tensors]
+    full = [t.codebook for t in tensors]
+    sizes = np.array([len(h) // 2 + len(f) for h, f in zip(half, full, strict=True)], np.int64)
+    parts = [np.frombuffer(h, "<u2").astype(np.uint32) << 16 if h else
+             np.array(f, np.float32).view(np.uint32) for h, f in zip(half, full, strict=True)
+             if h or len(f)]
+    flat = np.concatenate(parts).view(np.float32) if parts else np.zeros(0, np.float32)
+    return flat, sizes
 
 
 def _sections(body: pb.TensorList, batch: Batch, client: object) -> np.ndarray:
@@ -259,7 +289,7 @@ def _sections(body: pb.TensorList, batch: Batch, client: object) -> np.ndarray:
             raise ValueError(f"unknown value coding {body.value_coding}")
     except ValueError as exc:
         raise _fail(str(exc), "values", client) from None
-    batch.codebooks = [_codebook(t) for t in body.tensors]
+    batch.codebook, batch.book_sizes = _codebooks(body.tensors)
     batch.scale = np.array([t.scale for t in body.tensors], dtype=np.float32)
     batch.offset = np.array([t.offset for t in body.tensors], dtype=np.float32)
     try:

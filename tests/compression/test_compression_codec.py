@@ -21,11 +21,12 @@ def test_registry_lists_builtin_stages() -> None:
         ("", "none"),
         ("none", "none"),
         ("  topz:0.05 >kmeans:16>  zstd ", "topz:0.05 > kmeans:16 > zstd"),
-        ("topz:0.05:tensor > kmeans:16:bf16:10 > zstd:3", "topz:0.05 > kmeans:16 > zstd"),
+        ("topz:0.05:tensor > kmeans:16:bf16:5 > zstd:1", "topz:0.05 > kmeans:16 > zstd"),
         ("topz:fraction=0.2:scope=global", "topz:0.2:global"),
         ("uniform:4:stochastic:0", "uniform:4:stochastic"),
         ("ternary:1.0", "ternary:1"),
         ("kmeans:8:iters=3", "kmeans:8:bf16:3"),
+        ("kmeans:8:bf16:5", "kmeans:8"),
     ],
 )
 def test_spec_is_canonical_and_reparses(text: str, canonical: str) -> None:

@@ -141,6 +141,15 @@ def test_unknown_dtype() -> None:
     rejects(tamper(blob_of("none"), edit), "tensors[a].dtype", "unknown dtype")
 
 
+def test_too_many_tensors_without_expected() -> None:
+    msg = pb.TensorList()
+    for i in range((1 << 16) + 1):
+        msg.tensors.add(name=f"t{i}", dtype=1)
+    body = msg.SerializeToString()
+    blob = pb.Update(format_version=1, body=body, body_size=len(body)).SerializeToString()
+    rejects(blob, "tensors", "limit 65536", expected=None)
+
+
 def test_too_large_without_expected() -> None:
     rejects(blob_of("none"), "tensors", "limit", expected=None, max_decoded_bytes=100)
 
@@ -152,6 +161,13 @@ def test_sparse_declared_huge_tensor_without_expected() -> None:
         tl.tensors[0].shape.extend([1 << 20, 1 << 20])
 
     rejects(tamper(blob_of("topz:0.1"), edit), "tensors", "limit", expected=None)
+
+    def edit_overflow(tl: pb.TensorList) -> None:
+        del tl.tensors[0].shape[:]
+        tl.tensors[0].shape.extend([(1 << 64) - 1, (1 << 64) - 1])
+
+    rejects(tamper(blob_of("topz:0.1"), edit_overflow), "tensors", "limit", expected=None,
+            max_decoded_bytes=1 << 62)
 
 
 # ---- stages -----------------------------------------------------------------------------------

@@ -59,15 +59,15 @@ class TopZ(Stage):
         assert batch.values is not None and batch.positions is None
         if self.fraction == 1.0:
             return  # everything kept: stay dense, no positions to send
-        mag = np.abs(batch.values)
+        values = batch.values
         if self.scope == "global":
-            pos = top_rows(mag.reshape(1, -1), keep_count(self.fraction, batch.total))
+            pos = top_rows(np.abs(values).reshape(1, -1), keep_count(self.fraction, batch.total))
         else:  # tensors of one size together: one row-wise partition per distinct size
             parts = []
             for size in np.unique(batch.sizes[batch.sizes > 0]).tolist():
                 firsts = batch.starts[:-1][batch.sizes == size]
-                rows = np.stack([mag[f : f + size] for f in firsts.tolist()])
-                flat = top_rows(rows, keep_count(self.fraction, size))
+                rows = np.stack([values[f : f + size] for f in firsts.tolist()])
+                flat = top_rows(np.abs(rows, out=rows), keep_count(self.fraction, size))
                 parts.append(firsts[flat // size] + flat % size)
             pos = np.sort(np.concatenate(parts)) if len(parts) > 1 else (
                 parts[0] if parts else np.zeros(0, np.int64))

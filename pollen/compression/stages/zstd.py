@@ -17,7 +17,7 @@ from pollen.compression.stage import Kind, Param, Stage, register
 class Zstd(Stage):
     name = "zstd"
     kind = Kind.LOSSLESS
-    params = (Param("level", int, 3, lo=-7, hi=22),)
+    params = (Param("level", int, 1, lo=-7, hi=22),)
     level: int
 
     def encode(self, batch: Batch) -> None:

@@ -27,12 +27,13 @@ ROWS = [
     ("uniform 8-bit > zstd", "uniform:8 > zstd"),
     ("uniform 4-bit stochastic > zstd", "uniform:4:stochastic > zstd"),
     ("FedZip-style: top-z 20% + 3-means + lossless", "topz:0.2 > kmeans:3 > zstd"),
-    ("ComPEFT: global top-k 20%, alpha=1, global sigma", "topz:0.2:global > ternary:1:global > zstd"),
+    ("ComPEFT: global top-k 20%, alpha=1, global sigma",
+     "topz:0.2:global > ternary:1:global > zstd"),
     ("ours: top-z 5% + 16-means + zstd", "topz:0.05 > kmeans:16 > zstd"),
-    ("ours: top-z 5% + ternary (per-tensor sigma) + zstd", "topz:0.05 > ternary:1 > zstd"),
+    ("ours: top-z 5% + ternary (per-tensor sigma) + zstd", "topz:0.05 > ternary:1:tensor > zstd"),
     ("ours: top-z 1% + 16-means + zstd", "topz:0.01 > kmeans:16 > zstd"),
 ]
-EF_CODECS = ["topz:0.05 > kmeans:16 > zstd", "topz:0.05 > ternary:1 > zstd"]
+EF_CODECS = ["topz:0.05 > kmeans:16 > zstd", "topz:0.05 > ternary:1:tensor > zstd"]
 
 
 def lora_like(rng: np.random.Generator, shape: tuple[int, int], scale: float,

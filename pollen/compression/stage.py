@@ -83,7 +83,6 @@ class Stage:
     name: ClassVar[str]
     kind: ClassVar[Kind]
     params: ClassVar[tuple[Param, ...]] = ()
-    doc: ClassVar[str] = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if len(args) > len(self.params):

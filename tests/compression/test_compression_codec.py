@@ -25,6 +25,7 @@ def test_registry_lists_builtin_stages() -> None:
         ("topz:fraction=0.2:scope=global", "topz:0.2:global"),
         ("uniform:4:stochastic:0", "uniform:4:stochastic"),
         ("ternary:1.0", "ternary:1"),
+        ("ternary:1:global", "ternary:1"),
         ("kmeans:8:iters=3", "kmeans:8:bf16:3"),
         ("kmeans:8:bf16:5", "kmeans:8"),
     ],

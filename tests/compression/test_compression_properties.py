@@ -38,7 +38,7 @@ quantizers = st.one_of(
               st.integers(1, 16), st.booleans()),
     st.builds(lambda k, p: f"kmeans:{k}:{p} > ", st.integers(2, 40), st.sampled_from(
         ["bf16", "f32"])),
-    st.builds(lambda a, g: f"ternary:{a}{':global' if g else ''} > ",
+    st.builds(lambda a, g: f"ternary:{a}{':tensor' if g else ''} > ",
               st.sampled_from([0.5, 1.0, 2.0]), st.booleans()),
 )
 codecs = st.builds(lambda s, q, z: (s + q + z).strip().rstrip(">").strip(),

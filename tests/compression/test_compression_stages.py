@@ -61,7 +61,7 @@ def test_topz_one_is_lossless(update: dict[str, np.ndarray]) -> None:
 # ---- ternary ------------------------------------------------------------------------------------
 def test_ternary_values_are_plus_minus_alpha_sigma(update: dict[str, np.ndarray]) -> None:
     alpha = 1.5
-    out = roundtrip(f"topz:0.2 > ternary:{alpha}", update)
+    out = roundtrip(f"topz:0.2 > ternary:{alpha}:tensor", update)
     for name, x in update.items():
         s = np.float32(alpha * np.std(x.astype(np.float64), ddof=1))  # unbiased, dense tensor
         nz = out[name][out[name] != 0]
@@ -72,7 +72,7 @@ def test_ternary_values_are_plus_minus_alpha_sigma(update: dict[str, np.ndarray]
 
 
 def test_ternary_global_sigma_matches_compeft(update: dict[str, np.ndarray]) -> None:
-    out = roundtrip("topz:0.2:global > ternary:1:global", update)
+    out = roundtrip("topz:0.2:global > ternary:1", update)  # ComPEFT: global top-k and σ
     flat = np.concatenate([x.ravel() for x in update.values()]).astype(np.float64)
     s = np.float32(np.std(flat, ddof=1))
     vals = np.concatenate([v[v != 0] for v in out.values()])
@@ -173,7 +173,7 @@ def test_fp16_rounds_and_saturates() -> None:
 # ---- compositions -------------------------------------------------------------------------------
 SPECS = [
     "none", "zstd", "zstd:19", "fp16", "fp16 > zstd", "uniform:8", "uniform:5 > zstd",
-    "kmeans:16", "kmeans:3 > zstd", "ternary:1", "ternary:0.5:global > zstd", "topz:0.1",
+    "kmeans:16", "kmeans:3 > zstd", "ternary:1", "ternary:0.5:tensor > zstd", "topz:0.1",
     "topz:0.1 > zstd", "topz:0.1 > fp16", "topz:0.05 > uniform:4 > zstd",
     "topz:0.05 > kmeans:16 > zstd", "topz:0.2:global > ternary:1:global > zstd",
     "topz:0.3 > uniform:6:stochastic:1 > zstd",

@@ -1,8 +1,8 @@
 """``ternary:ALPHA[:SCOPE]`` — ComPEFT: every present non-zero value becomes ±α·σ (spec §7.2).
 
 σ is the unbiased standard deviation (torch.std) of the *dense* update before sparsification,
-per tensor (scope ``tensor``, the default: LoRA A and B updates differ in scale) or over the whole
-update (``global``, as the ComPEFT code does). Only positions and one sign bit per entry travel,
+over the whole update (scope ``global``, the default, as the ComPEFT code does) or per tensor
+(``tensor``: LoRA A and B updates can differ in scale). Only positions and one sign bit per entry travel,
 plus the float32 magnitude s = α·σ per tensor. Zeros, and tensors with σ = 0, send nothing.
 """
 
@@ -26,7 +26,7 @@ class Ternary(Stage):
     kind = Kind.QUANTIZE
     params = (
         Param("alpha", float, lo=0.0, lo_open=True),
-        Param("scope", str, "tensor", choices=("tensor", "global")),
+        Param("scope", str, "global", choices=("global", "tensor")),
     )
     alpha: float
     scope: str

@@ -1,6 +1,6 @@
 """Benchmark the update codecs: ratio vs float32, relative error, encode/decode MB/s on one core.
 
-    PYTHONPATH=. python bench/compression.py [--updates PATH.safetensors] [--repeat 30] [--rounds 10]
+    PYTHONPATH=. python bench/compression.py [--updates R1.safetensors ...] [--repeat 30] [--rounds 10]
 
 Without --updates it synthesizes LoRA-like updates for smollm2-135m (r=8 on q_proj and v_proj:
 shapes (8,576), (576,8), (8,576), (192,8) per layer x 30 layers = 460,800 parameters) with a
@@ -91,7 +91,9 @@ def rel_err(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--updates", help="safetensors file of update tensors (default: synthetic)")
+    ap.add_argument("--updates", nargs="+", metavar="PATH",
+                    help="safetensors file(s) of update tensors, one per round (default: "
+                         "synthetic); several files also give the error-feedback table")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
@@ -102,9 +104,9 @@ def main() -> None:
     except ImportError:
         pass
     if args.updates:
-        first = load_updates(args.updates)
-        rounds = [first]
-        print(f"updates: {args.updates}")
+        rounds = [load_updates(p) for p in args.updates]
+        first = rounds[0]
+        print(f"updates: {', '.join(args.updates)}")
     else:
         rounds = synth_rounds(args.rounds)
         first = rounds[0]

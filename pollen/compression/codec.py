@@ -1,11 +1,14 @@
 """A codec: an ordered, validated composition of stages, configured by name.
 
-Composition rules (checked at parse time, ConfigError otherwise):
-  [sparsifier] > [quantizer] > [lossless]   — each kind at most once, in this order.
-  sparsifiers: topz          quantizers: uniform, kmeans, ternary, fp16          lossless: zstd
-The empty codec ("" or "none") sends raw float32, still as a valid pollen.v1 message. Indices and
-codes are always packed (Rice gaps or bitmap; bit-packed codes); a lossless stage then compresses
-the whole serialized tensor list.
+Composition rules (checked at parse time, ConfigError otherwise; decoders re-check them):
+  [sparsifier] > [quantizer] > [lossless]  — each kind at most once, in this order.
+  sparsifier  topz            dense tensor -> positions + float values (exactly ceil(z·d) kept)
+  quantizer   uniform|kmeans|ternary|fp16   present values -> integer codes + per-tensor
+              codebook or offset/scale; kmeans keeps exact zeros zero, ternary drops them
+  lossless    zstd            compresses the whole serialized tensor list
+The empty codec ("" or "none") sends raw float32, still as a valid pollen.v1 message. Positions
+(Rice-coded gaps or a bitmap) and codes (bit-packed) are always packed: that is the wire format,
+not a stage. A quantizer or ternary without topz works on every entry of the tensor.
 """
 
 from __future__ import annotations

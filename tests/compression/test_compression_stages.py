@@ -11,7 +11,7 @@ from compression_helpers import expected_of, lora_update
 
 from pollen.compression import Codec, decode_update
 from pollen.compression.stages.kmeans import segmented_kmeans
-from pollen.compression.stages.topz import keep_count
+from pollen.compression.stages.topz import keep_count, keep_counts
 
 
 def roundtrip(spec: str, upd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -24,6 +24,9 @@ def test_keep_count_is_exact_ceil() -> None:
     assert keep_count(0.05, 4601) == 231
     assert keep_count(0.001, 10) == 1  # never zero for a non-empty tensor
     assert keep_count(1.0, 7) == 7 and keep_count(0.5, 0) == 0
+    sizes = np.array([0, 1, 4600, 1 << 40])
+    np.testing.assert_array_equal(keep_counts(0.123456789012345, sizes),
+                                  [keep_count(0.123456789012345, int(d)) for d in sizes])
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.05, 0.2, 0.5])

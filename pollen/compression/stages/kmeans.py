@@ -1,15 +1,15 @@
-"""``kmeans:K[:ITERS]`` — 1-D k-means of each tensor's present values into at most K centroids
-(FedZip step 2).
+"""``kmeans:K[:PRECISION[:ITERS]]`` — 1-D k-means of each tensor's present values into at most K
+centroids (FedZip step 2).
 
 Paper-intended variant, not the reference code (spec §6.3 (b), §9 FedZip 1-3): exact zeros get a
 pinned 0.0 centroid and stay zero; only non-zero values are clustered (into K-1 centroids when a
-zero is present). Centroids start at quantiles of density^(1/3) (the reference's
-linspace(min, max) and plain quantiles converge to worse optima on heavy tails) and Lloyd iterates
-on sorted values with prefix sums: every tensor at once, each iteration one searchsorted; the
-default 5 steps end within 1% of the converged error on LoRA-like updates.
-Codebooks travel as bfloat16 by default (``kmeans:K:f32`` for float32): a 0.2% centroid shift is
-far below the clustering error, and K float32s per tensor were 20% of a LoRA payload. Empty clusters keep their centroid and are dropped from
-the codebook at the end, never divided by.
+zero is present). Empty clusters keep their centroid and are dropped from the codebook at the
+end, never divided by. Centroids start at quantiles of density^(1/3) (the reference's
+linspace(min, max) and plain quantiles converge to worse optima on heavy tails); Lloyd iterates
+on sorted values with prefix sums, every tensor at once, one searchsorted per step; the default
+5 steps end within 1% of the converged error on LoRA-like updates.
+Codebooks travel as bfloat16 by default (PRECISION ``f32`` for float32): a 0.2% centroid shift
+is far below the clustering error, and 16 float32s per tensor were 20% of a LoRA payload.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ def keep_count(fraction: float, d: int) -> int:
 
 
 def keep_counts(fraction: float, sizes: np.ndarray) -> np.ndarray:
-    """`keep_count` for many sizes at once (exact integer arithmetic)."""
+    """`keep_count` for many sizes at once (exact Python integers: no int64 overflow)."""
     f = Fraction(repr(fraction))
-    return np.minimum(sizes, -(-sizes * f.numerator // f.denominator))
+    num, den = f.numerator, f.denominator
+    return np.array([min(d, -(-d * num // den)) for d in sizes.tolist()], dtype=np.int64)
 
 
 def top_rows(mag: np.ndarray, k: int) -> np.ndarray:

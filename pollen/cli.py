@@ -17,7 +17,7 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
     "model": ("model.name", "model name, local directory or Hugging Face id"),
     "dataset": ("data.name", "dataset name, local .json/.jsonl/.csv, or hf:NAME"),
     "peft": ("model.peft", "PEFT method: lora, ia3, prompt, bias"),
-    "partition": ("data.partition", "iid, dirichlet or natural"),
+    "partition": ("data.partition", "auto, iid, dirichlet or natural"),
     "alpha": ("data.alpha", "Dirichlet concentration"),
     "clients": ("federation.clients", "number of clients"),
     "fraction": ("federation.fraction", "fraction of clients sampled per round"),
@@ -28,6 +28,7 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
     "batch_size": ("train.batch_size", "local batch size"),
     "lr": ("train.lr", "local learning rate"),
     "lora_aggregation": ("strategy.lora_aggregation", "factors or exact"),
+    "codec": ("compression.codec", 'update codec, e.g. "topz:0.05 > kmeans:16 > zstd"'),
     "attack": ("attack.name", "Byzantine attack for robustness studies (simulation)"),
     "attack_fraction": ("attack.fraction", "fraction of clients that attack"),
 }

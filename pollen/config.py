@@ -57,8 +57,8 @@ class ModelSection:
 @dataclass
 class DataSection:
     name: str = "chatterbot"
-    # iid | dirichlet | natural
-    partition: str = "natural"
+    # auto | iid | dirichlet | natural ("auto": natural where the dataset has categories, else dirichlet)
+    partition: str = "auto"
     alpha: float = 0.5
     # Held-out examples the server evaluates the global model on each round.
     eval_size: int = 64
@@ -66,8 +66,8 @@ class DataSection:
     max_client_examples: int = 0
 
     def validate(self) -> None:
-        _check(self.partition in ("iid", "dirichlet", "natural"), "data.partition",
-               f"must be iid, dirichlet or natural, got {self.partition!r}")
+        _check(self.partition in ("auto", "iid", "dirichlet", "natural"), "data.partition",
+               f"must be auto, iid, dirichlet or natural, got {self.partition!r}")
         _check(self.alpha > 0, "data.alpha", f"must be > 0, got {self.alpha}")
         _check(self.eval_size >= 1, "data.eval_size", "must be >= 1")
         _check(self.max_client_examples >= 0, "data.max_client_examples", "must be >= 0")
@@ -116,6 +116,75 @@ class StrategySection:
 
 
 @dataclass
+class CompressionSection:
+    """How clients compress their updates (see pollen.compression for the stage syntax)."""
+
+    # "" / "none" = raw float32; e.g. "topz:0.05 > kmeans:16 > zstd".
+    codec: str = ""
+    error_feedback: bool = True
+    # Largest payload the server accepts from one client, in bytes.
+    max_payload_bytes: int = 256 * 1024 * 1024
+
+    def validate(self) -> None:
+        _check(self.max_payload_bytes >= 1024, "compression.max_payload_bytes", "must be >= 1024")
+
+
+@dataclass
+class FedKSeedSection:
+    """Zeroth-order full-parameter tuning with K shared seeds (FedKSeed / FedKSeed-Pro)."""
+
+    k: int = 1024
+    eps: float = 5e-4
+    lr: float = 3e-6
+    local_steps: int = 200
+    batch_size: int = 1
+    pro: bool = False
+    pro_clip: float = 1000.0
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    equal_weight: bool = False
+    # "torch" (portable CPU generator) or "philox" (counter-based; the CUDA kernel's family).
+    rng: str = "torch"
+    # Regex over parameter names to tune (empty = all parameters).
+    params: str = ""
+
+    def validate(self) -> None:
+        _check(1 <= self.k <= 1 << 20, "fedkseed.k", f"must be in [1, 2^20], got {self.k}")
+        _check(self.eps > 0, "fedkseed.eps", "must be > 0")
+        _check(self.lr > 0, "fedkseed.lr", "must be > 0")
+        _check(self.local_steps >= 1, "fedkseed.local_steps", "must be >= 1")
+        _check(self.batch_size >= 1, "fedkseed.batch_size", "must be >= 1")
+        _check(self.rng in ("torch", "philox"), "fedkseed.rng", "must be 'torch' or 'philox'")
+
+
+@dataclass
+class FRLSection:
+    """Federated Rank Learning: supermask scores ranked by clients, aggregated by vote."""
+
+    # Fraction of each layer's edges kept by the mask.
+    k: float = 0.5
+    lr: float = 0.4
+    lr_decay: float = 0.999
+    local_epochs: int = 1
+    batch_size: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Pretrained layers (supermask on a frozen transformer): kept fraction and score init.
+    pretrained_k: float = 0.9
+    score_init: str = "magnitude"
+
+    def validate(self) -> None:
+        _check(0 < self.k <= 1, "frl.k", "must be in (0, 1]")
+        _check(0 < self.pretrained_k <= 1, "frl.pretrained_k", "must be in (0, 1]")
+        _check(self.lr > 0, "frl.lr", "must be > 0")
+        _check(0 < self.lr_decay <= 1, "frl.lr_decay", "must be in (0, 1]")
+        _check(self.local_epochs >= 1, "frl.local_epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "frl.batch_size", "must be >= 1")
+        _check(self.score_init in ("magnitude", "kaiming"), "frl.score_init",
+               "must be 'magnitude' or 'kaiming'")
+
+
+@dataclass
 class AttackSection:
     """Byzantine clients for robustness studies (simulation only)."""
 
@@ -148,6 +217,9 @@ class PollenConfig:
     federation: FederationSection = field(default_factory=FederationSection)
     train: TrainSection = field(default_factory=TrainSection)
     strategy: StrategySection = field(default_factory=StrategySection)
+    compression: CompressionSection = field(default_factory=CompressionSection)
+    fedkseed: FedKSeedSection = field(default_factory=FedKSeedSection)
+    frl: FRLSection = field(default_factory=FRLSection)
     attack: AttackSection = field(default_factory=AttackSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
 

@@ -47,7 +47,10 @@ def data_for(cfg: PollenConfig) -> FederatedData:
 
 def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) -> np.ndarray:
     data = data_for(cfg)
-    parts = partition(cfg.data.partition, data.train.groups, num_partitions,
+    scheme = cfg.data.partition
+    if scheme == "auto":
+        scheme = "natural" if data.natural_groups else "dirichlet"
+    parts = partition(scheme, data.train.groups, num_partitions,
                       seed=cfg.run.seed, alpha=cfg.data.alpha)
     idx = parts[partition_id]
     cap = cfg.data.max_client_examples

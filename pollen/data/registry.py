@@ -47,6 +47,8 @@ class FederatedData:
     num_labels: int = 0
     label_names: list[str] = field(default_factory=list)
     default_eval_size: int = 64
+    # True when groups are real categories (a natural split); False when they are just labels.
+    natural_groups: bool = False
 
 
 # A loader returns (examples, num_labels, label_names, default held-out size).
@@ -74,4 +76,4 @@ def load_dataset(name: str, *, eval_size: int = 0, seed: int = 0) -> FederatedDa
                         "a local .json/.jsonl/.csv file, or 'hf:NAME' for a Hugging Face dataset")
     train, held = holdout_split(full, eval_size or default_eval, seed)
     return FederatedData(train=train, eval=held, num_labels=num_labels, label_names=label_names,
-                         default_eval_size=default_eval)
+                         default_eval_size=default_eval, natural_groups=num_labels == 0)

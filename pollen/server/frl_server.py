@@ -106,7 +106,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
         train_config=ConfigRecord(),
         evaluate_fn=FRLEvaluation(cfg, rt, ledger),
     )
-    extra: dict[str, Any] = {"rounds": cfg.run.rounds, "seconds": round(time.monotonic() - t0, 1),
+    extra: dict[str, Any] = {"total_rounds": cfg.run.rounds, "seconds": round(time.monotonic() - t0, 1),
                              "eval_examples": int(len(rt.split.eval_y)), "final": ledger.rounds[-1]}
     save_frl(out, strategy.state, cfg, extra)
     plot_curves(ledger.rounds, out / "curves.png")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,12 +123,12 @@ class Tokens:
     """Texts → (N, 2, L) int64 [input_ids; attention_mask], padded to model.max_length; done lazily per
     client, so a run never tokenises the whole pool."""
 
-    def __init__(self, tokenizer: object, width: int) -> None:
+    def __init__(self, tokenizer: Any, width: int) -> None:
         self.tokenizer, self.width = tokenizer, width
-        self.pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+        self.pad = int(tokenizer.pad_token_id)
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.width)["input_ids"]  # type: ignore[operator]
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.width)["input_ids"]
         out = np.zeros((len(ids), 2, self.width), dtype=np.int64)
         out[:, 0, :] = self.pad
         for i, row in enumerate(ids):
@@ -148,9 +149,10 @@ def _text_model_and_split(cfg: PollenConfig) -> tuple[nn.Module, Split, Tokens]:
     suffixes = tuple(cfg.model.target_modules)
     wrap_linear_with_supermask(lm.model, lambda name, _: not suffixes or name.endswith(suffixes),
                                k=cfg.frl.pretrained_k, score_init=cfg.frl.score_init)  # type: ignore[arg-type]
-    split = Split(np.asarray(data.train.prompts, dtype=object), np.asarray(data.train.labels, dtype=np.int64),
-                  np.asarray(data.eval.prompts, dtype=object), np.asarray(data.eval.labels, dtype=np.int64),
-                  data.num_labels, image=False)
+    def texts(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(ds.prompts, dtype=object), np.asarray(ds.labels, dtype=np.int64)
+
+    split = Split(*texts(data.train), *texts(data.eval), data.num_labels, image=False)
     return SeqClsLogits(lm.model), split, Tokens(lm.tokenizer, cfg.model.max_length)
 
 

@@ -107,7 +107,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
         evaluate_fn=FRLEvaluation(cfg, rt, ledger),
     )
     extra: dict[str, Any] = {"total_rounds": cfg.run.rounds, "seconds": round(time.monotonic() - t0, 1),
-                             "eval_examples": int(len(rt.split.eval_y)), "final": ledger.rounds[-1]}
+                             "eval_examples": len(rt.split.eval_y), "final": ledger.rounds[-1]}
     save_frl(out, strategy.state, cfg, extra)
     plot_curves(ledger.rounds, out / "curves.png")
     ledger.phase(cfg.run.rounds, "done")

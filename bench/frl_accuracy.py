@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha over labels; <= 0 means IID")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=None, help="default: 0.4 (FRL scores), 0.05 (FedAvg weights)")
+    ap.add_argument("--lr", type=float, default=None, help="default: 0.4 (FRL scores), 0.02 (FedAvg weights, as the reference)")
     ap.add_argument("--lr-decay", type=float, default=0.999)
     ap.add_argument("--attack-fraction", type=float, default=0.0,
                     help="attackers: rank reversal for FRL, scaling for FedAvg")
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default="", help="FRL run directory (default: a temporary one)")
     ap.add_argument("--json", default="", help="write the result here")
     a = ap.parse_args()
-    a.lr = a.lr if a.lr is not None else (0.4 if a.method == "frl" else 0.05)
+    a.lr = a.lr if a.lr is not None else (0.4 if a.method == "frl" else 0.02)
     torch.set_num_threads(a.threads)
     random.seed(a.seed)  # Flower's FedAvg samples nodes with the global `random`
     logging.basicConfig(level=logging.WARNING)

@@ -52,7 +52,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=list(initial)))
     record_train_results(strategy, ledger)
     result = strategy.start(
-        grid=MeteredGrid(grid, ledger),
+        grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes),
         initial_arrays=to_arrays(initial),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

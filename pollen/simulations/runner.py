@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from pollen.compression import Codec
 from pollen.config import PollenConfig
 from pollen.launch import flower_env, start_superlink, submit_run, write_app, write_connection
 from pollen.progress import follow, summary
@@ -21,6 +22,7 @@ def preflight(cfg: PollenConfig) -> None:
 
     load_builtins()
     STRATEGIES.get(cfg.strategy.name)
+    Codec.parse(cfg.compression.codec)
     resolve(family_of(cfg).preflight)(cfg)
 
 

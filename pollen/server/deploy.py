@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 from pathlib import Path
 
 from rich.console import Console
 
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, DeploymentError
-from pollen.launch import flower_env, start_superlink, submit_run, write_app, write_connection
-from pollen.progress import follow, summary
-from pollen.simulations.runner import preflight, prepare_out
+from pollen.federation import LinkOptions, run_federation
 
 
 def _is_loopback(host: str) -> bool:
@@ -43,29 +40,15 @@ def serve(cfg: PollenConfig, console: Console, *, host: str, port: int, insecure
         raise ConfigError("the server runs with TLS by default: pass --certs DIR (from `pollen certs`), "
                           "or --insecure on loopback")
     tls = None if insecure else tls_files(certs)  # type: ignore[arg-type]
-    t0 = time.monotonic()
-    with console.status("checking config, data and model…"):
-        preflight(cfg)
-    out = prepare_out(cfg)
-    app = write_app(cfg, out)
-    home = out / ".flwr-home"
-    env = flower_env(home)
-    superlink, port = start_superlink(out, env, simulation=False, host=host, port=port, tls=tls)
-    run = None
-    try:
-        write_connection(home, "pollen", f"127.0.0.1:{port}", insecure=insecure,
-                         root_cert=None if tls is None else tls[0])
-        console.print(f"SuperLink listening on {host}:{port} ({'insecure' if insecure else 'TLS'}); "
+
+    def announce(bound: int) -> None:
+        console.print(f"SuperLink listening on {host}:{bound} ({'insecure' if insecure else 'TLS'}); "
                       f"waiting for {cfg.federation.clients} clients: "
-                      f"pollen client --server HOST:{port} --partition-id I "
+                      f"pollen client --server HOST:{bound} --partition-id I "
                       f"--num-partitions {cfg.federation.clients}")
-        run = submit_run(app, out, env, "pollen")
-        rounds = follow(out, cfg.run.rounds, run, [superlink], console)
-    finally:
-        if run is not None:
-            run.stop()
-        superlink.stop()
+
+    rounds = run_federation(cfg, console, LinkOptions(simulation=False, host=host, port=port, tls=tls,
+                                                      on_listening=announce))
     if not rounds:
         raise DeploymentError("the run produced no rounds")
-    summary(rounds, out, console, time.monotonic() - t0)
     return rounds

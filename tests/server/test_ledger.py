@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from pollen.server.ledger import Ledger, plot_curves
 
 

@@ -1,0 +1,1 @@
+"""Flower ServerApp, checkpoint/resume, metrics ledger, TLS and node-auth helpers."""

@@ -17,6 +17,7 @@ from pollen.deploy.commands import (
     superlink_command,
     supernode_command,
 )
+from pollen.deploy.health import check, main
 from pollen.errors import DeploymentError
 from pollen.server.certs import CertBundle, generate_certs
 from pollen.server.node_auth import list_nodes, register_nodes
@@ -32,6 +33,7 @@ if shutil.which("flower-superlink") is None and not Path(
 class Link:
     proc: Proc
     port: int
+    health: int
     home: Path
     certs: CertBundle
     other_ca: Path
@@ -45,12 +47,13 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     home.mkdir()
     certs = generate_certs(root / "certs", ["127.0.0.1", "localhost"], 2)
     other = generate_certs(root / "other", ["127.0.0.1"], 0)  # a CA nobody trusts
-    port = free_port()
-    proc = start(superlink_command(host="127.0.0.1", port=port, certs=certs.dir, node_auth=True),
+    port, health = free_port(), free_port()
+    proc = start(superlink_command(host="127.0.0.1", port=port, certs=certs.dir, node_auth=True,
+                                   health_address=f"127.0.0.1:{health}"),
                  root / "superlink.log", home)
     try:
         wait_for(lambda: port_open(port), 40, "the SuperLink port", proc)
-        yield Link(proc, port, home, certs, other.ca_cert)
+        yield Link(proc, port, health, home, certs, other.ca_cert)
     finally:
         proc.stop()
 
@@ -86,6 +89,12 @@ def test_registered_node_connects_over_tls(link: Link, tmp_path: Path) -> None:
         assert node.alive()
     finally:
         node.stop()
+
+
+def test_healthcheck_sees_superlink_serving(link: Link) -> None:
+    wait_for(lambda: check(f"127.0.0.1:{link.health}"), 20, "health SERVING", link.proc)
+    assert main([f"127.0.0.1:{link.health}"]) == 0
+    assert main([f"127.0.0.1:{free_port()}"]) == 1  # nothing listening: unhealthy, not a crash
 
 
 def test_wrong_ca_is_refused(link: Link, tmp_path: Path) -> None:

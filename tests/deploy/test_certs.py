@@ -25,7 +25,7 @@ HOSTS = ["127.0.0.1", "localhost", "myserver.example", "10.1.2.3", "::1"]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def bundle(tmp_path_factory: pytest.TempPathFactory):
     return generate_certs(tmp_path_factory.mktemp("certs"), HOSTS, 3, days=30)
 
 
@@ -33,7 +33,7 @@ def _cert(p: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(p.read_bytes())
 
 
-def test_sans_are_typed_ips_and_names(bundle) -> None:  # noqa: ANN001
+def test_sans_are_typed_ips_and_names(bundle) -> None:
     san = _cert(bundle.server_cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     ips = set(san.get_values_for_type(x509.IPAddress))
     names = set(san.get_values_for_type(x509.DNSName))
@@ -50,7 +50,7 @@ def test_loopback_always_in_sans(tmp_path: Path) -> None:
     assert [a.value for a in cn] == ["server.internal"]  # first user host, not loopback
 
 
-def test_extensions_and_validity(bundle) -> None:  # noqa: ANN001
+def test_extensions_and_validity(bundle) -> None:
     ca, leaf = _cert(bundle.ca_cert), _cert(bundle.server_cert)
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
@@ -66,7 +66,7 @@ def test_extensions_and_validity(bundle) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "myserver.example", "::1"])
-def test_chain_verifies_for_each_host(bundle, host: str) -> None:  # noqa: ANN001
+def test_chain_verifies_for_each_host(bundle, host: str) -> None:
     store = Store([_cert(bundle.ca_cert)])
     try:
         subject: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
@@ -77,7 +77,7 @@ def test_chain_verifies_for_each_host(bundle, host: str) -> None:  # noqa: ANN00
     assert chain[-1] == _cert(bundle.ca_cert)
 
 
-def test_chain_rejects_other_host_and_other_ca(bundle, tmp_path: Path) -> None:  # noqa: ANN001
+def test_chain_rejects_other_host_and_other_ca(bundle, tmp_path: Path) -> None:
     from cryptography.x509 import DNSName
     store = Store([_cert(bundle.ca_cert)])
     with pytest.raises(VerificationError):
@@ -89,7 +89,7 @@ def test_chain_rejects_other_host_and_other_ca(bundle, tmp_path: Path) -> None: 
             DNSName("localhost")).verify(_cert(bundle.server_cert), [])
 
 
-def test_private_keys_are_0600_and_match(bundle) -> None:  # noqa: ANN001
+def test_private_keys_are_0600_and_match(bundle) -> None:
     for p in [bundle.ca_key, bundle.server_key, *bundle.node_keys]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     for p in [bundle.ca_cert, bundle.server_cert, *bundle.node_pubs]:
@@ -98,7 +98,7 @@ def test_private_keys_are_0600_and_match(bundle) -> None:  # noqa: ANN001
     assert key.public_key() == _cert(bundle.server_cert).public_key()
 
 
-def test_node_keys_are_openssh_p384_pairs(bundle) -> None:  # noqa: ANN001
+def test_node_keys_are_openssh_p384_pairs(bundle) -> None:
     assert bundle.n_nodes == 3
     seen = set()
     for k, p in zip(bundle.node_keys, bundle.node_pubs, strict=True):

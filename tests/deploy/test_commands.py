@@ -15,7 +15,7 @@ from pollen.server.node_auth import register_nodes, write_connection
 
 
 @pytest.fixture()
-def certs(tmp_path: Path):  # noqa: ANN201
+def certs(tmp_path: Path):
     return generate_certs(tmp_path / "certs", ["127.0.0.1"], 2)
 
 
@@ -23,7 +23,7 @@ def _flag(cmd: list[str], name: str) -> str:
     return cmd[cmd.index(name) + 1]
 
 
-def test_superlink_tls_auth_flags(certs) -> None:  # noqa: ANN001
+def test_superlink_tls_auth_flags(certs) -> None:
     cmd = superlink_command(host="0.0.0.0", port=9092, certs=certs.dir, database=Path("/data/s.db"),
                             health_address="0.0.0.0:9098")
     assert cmd[0].endswith("flower-superlink")
@@ -35,7 +35,7 @@ def test_superlink_tls_auth_flags(certs) -> None:  # noqa: ANN001
     assert _flag(cmd, "--database") == "/data/s.db" and _flag(cmd, "--port") == "9092"
 
 
-def test_superlink_refuses_inconsistent_security(certs, tmp_path: Path) -> None:  # noqa: ANN001
+def test_superlink_refuses_inconsistent_security(certs, tmp_path: Path) -> None:
     with pytest.raises(DeploymentError, match="needs TLS"):
         superlink_command(insecure=True)
     with pytest.raises(DeploymentError, match="conflicts"):
@@ -49,7 +49,7 @@ def test_superlink_refuses_inconsistent_security(certs, tmp_path: Path) -> None:
     assert "--insecure" in plain and "--ssl-certfile" not in plain
 
 
-def test_supernode_flags(certs) -> None:  # noqa: ANN001
+def test_supernode_flags(certs) -> None:
     cmd = supernode_command(superlink="srv:9092", partition_id=1, num_partitions=3, certs=certs.dir,
                             node_key=certs.node_keys[1], port=9195, max_retries=2,
                             extra_node_config={"data-dir": "/data"})
@@ -73,7 +73,7 @@ def test_flower_exit_code_reads_the_last_code() -> None:
     assert flower_exit_code("INFO all good\n") is None
 
 
-def test_write_connection_merges_entries(tmp_path: Path, certs) -> None:  # noqa: ANN001
+def test_write_connection_merges_entries(tmp_path: Path, certs) -> None:
     home = tmp_path / "home"
     write_connection(home, "127.0.0.1:9092", root_cert=certs.ca_cert, insecure=False, name="a")
     write_connection(home, "10.0.0.1:9092", root_cert=None, insecure=True, name="b",
@@ -86,8 +86,8 @@ def test_write_connection_merges_entries(tmp_path: Path, certs) -> None:  # noqa
         write_connection(home, "x:1", root_cert=certs.ca_cert, insecure=True)
 
 
-def test_register_rejects_bad_keys_before_any_network_call(tmp_path: Path, certs) -> None:  # noqa: ANN001
-    kw = dict(flwr_home=tmp_path / "h", root_cert=certs.ca_cert, insecure=False)
+def test_register_rejects_bad_keys_before_any_network_call(tmp_path: Path, certs) -> None:
+    kw = {"flwr_home": tmp_path / "h", "root_cert": certs.ca_cert, "insecure": False}
     with pytest.raises(DeploymentError, match="not an OpenSSH public key"):
         register_nodes("127.0.0.1:1", [certs.node_keys[0]], **kw)  # private key given by mistake
     with pytest.raises(DeploymentError, match="listed twice"):

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 docker = pytest.importorskip("docker")
-from docker.errors import APIError, ImageNotFound  # noqa: E402
+from docker.errors import APIError, ImageNotFound
 
-from pollen.deploy import local  # noqa: E402
-from pollen.deploy.local import DeploymentError, deploy_local, engine_available  # noqa: E402
+from pollen.deploy import local
+from pollen.deploy.local import DeploymentError, deploy_local, engine_available
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ class FakeContainer:
     def wait(self, timeout: float) -> dict[str, int]:
         if self.engine.hang:
             raise TimeoutError("read timed out")
-        self.status = "exited"
+        self.status = "exited"  # the server finished; clients keep running until torn down
         return {"StatusCode": self.engine.server_code}
 
     def logs(self, **_: Any) -> bytes:
@@ -75,7 +75,7 @@ class FakeContainer:
                 "cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}}}
 
     def reload(self) -> None:
-        pass
+        pass  # status is kept current by start()/wait()
 
     def remove(self, force: bool, v: bool) -> None:
         self.engine.removed.append(self.name)
@@ -198,9 +198,9 @@ def test_real_federation_one_server_three_clients(tmp_path: Path) -> None:
             pytest.skip("images missing and building them (docker/bootstrap.sh) needs root")
         subprocess.run(["bash", str(REPO / "docker" / "bootstrap.sh")], check=True, timeout=3600)
     cfg = tmp_path / "run.toml"
-    cfg.write_text(os.environ.get("POLLEN_DOCKER_TEST_CONFIG_TOML", "\n".join([
-        "[run]", "rounds = 2", "", "[data]", "max_client_examples = 8", "eval_size = 4", "",
-        "[train]", "local_steps = 1", "batch_size = 2", "", "[model]", "max_length = 32", ""])))
+    small = ("[run]\nrounds = 2\n\n[data]\nmax_client_examples = 8\neval_size = 4\n\n"
+             "[train]\nlocal_steps = 1\nbatch_size = 2\n\n[model]\nmax_length = 32\n")
+    cfg.write_text(os.environ.get("POLLEN_DOCKER_TEST_CONFIG_TOML", small))
     res = deploy_local(3, cpus=0.5, memory="2g", config_path=cfg, rounds=2,
                        out_dir=tmp_path / "out", timeout=1800)
     assert res.ok, res.server_log[-4000:]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from flower_procs import Proc, free_port, port_open, run_to_exit, start, wait_for
+
 from pollen.deploy.commands import (
     SUPERNODE_CONNECTION_ERROR,
     flower_exit_code,

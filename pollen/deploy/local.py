@@ -9,6 +9,7 @@ gets the CA and node-I.key. Files are staged owned by the images' non-root uid (
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -22,7 +23,14 @@ from typing import Any
 import tomli_w
 
 from pollen.errors import DeploymentError
-from pollen.server.certs import CA_CERT, SERVER_CERT, SERVER_KEY, generate_certs, load_bundle
+from pollen.server.certs import (
+    CA_CERT,
+    MANIFEST,
+    SERVER_CERT,
+    SERVER_KEY,
+    generate_certs,
+    load_bundle,
+)
 
 IMAGE_UID = 10001  # USER in docker/*.Dockerfile
 SERVER_ALIAS = "pollen-server"
@@ -126,6 +134,8 @@ def _container_stats(container: Any) -> dict[str, float]:
     except Exception:  # noqa: BLE001 - a container that already exited has no stats
         return {}
     mem = s.get("memory_stats", {})
+    if not mem:  # exited between reload() and stats()
+        return {}
     cpu = s.get("cpu_stats", {}).get("cpu_usage", {})
     peak = mem.get("max_usage") or mem.get("stats", {}).get("peak") or mem.get("usage", 0)
     return {"mem_peak_mb": round(peak / 2**20, 1), "cpu_s": round(cpu.get("total_usage", 0) / 1e9, 2)}
@@ -188,7 +198,12 @@ def deploy_local(n_clients: int, *, cpus: float = 0.5, memory: str = "1g",
         user = None if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
 
         network = client.networks.create(network_name, driver="bridge", labels=labels)
-        srv_certs = _stage_certs(bundle.dir, stage / "server-certs", [CA_CERT, SERVER_CERT, SERVER_KEY])
+        # The server registers the clients' public keys; it never sees a node's private key.
+        srv_certs = _stage_certs(bundle.dir, stage / "server-certs", [
+            CA_CERT, SERVER_CERT, SERVER_KEY, *(f"node-{i}.pub" for i in range(n_clients))])
+        (srv_certs / MANIFEST).write_text(json.dumps({"hosts": list(bundle.hosts),
+                                                      "n_nodes": n_clients}))
+        _give(srv_certs / MANIFEST, private=False)
         srv = client.containers.create(
             f"{server_image}:{image_tag}", name=f"pollen-server-{run_id}", labels=labels,
             command=["--config", "/config/run.toml", "--certs", "/certs", "--out", "/data/run",

@@ -15,6 +15,7 @@ from docker.errors import APIError, ImageNotFound
 
 from pollen.deploy import local
 from pollen.deploy.local import DeploymentError, deploy_local, engine_available
+from pollen.server.certs import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,10 +54,12 @@ class FakeContainer:
         # What the container would see in its mounts, captured at creation time.
         self.mounted = {bind["bind"]: sorted(os.listdir(host)) for host, bind in
                         kw.get("volumes", {}).items() if Path(host).is_dir()}
-        self.toml = {}
+        self.toml, self.bundle = "", None
         for host, bind in kw.get("volumes", {}).items():
             if bind["bind"] == "/config":
                 self.toml = (Path(host) / "run.toml").read_text()
+            if bind["bind"] == "/certs" and (Path(host) / "server.pem").exists():
+                self.bundle = load_bundle(Path(host), role="server")  # what `pollen server` loads
 
     def start(self) -> None:
         self.status = "running"
@@ -143,7 +146,11 @@ def test_run_stages_least_privilege_and_tears_down(monkeypatch: pytest.MonkeyPat
     assert res.ok and res.out_dir == tmp_path / "out"
     srv, *clients = eng.created
     assert srv.kw["networking_config"]["pollen-net"]["Aliases"] == ["pollen-server"]
-    assert srv.mounted["/certs"] == ["ca.crt", "server.key", "server.pem"]  # no node keys
+    # The server gets the node *public* keys to register, never a node's private key.
+    assert srv.mounted["/certs"] == ["bundle.json", "ca.crt", "node-0.pub", "node-1.pub",
+                                     "node-2.pub", "server.key", "server.pem"]
+    assert srv.bundle is not None and srv.bundle.n_nodes == 3
+    assert srv.bundle.hosts == ("pollen-server",)
     assert 'rounds = 2' in srv.toml and 'clients = 3' in srv.toml and "seed = 3" in srv.toml
     for i, c in enumerate(clients):
         assert c.mounted["/certs"] == ["ca.crt", f"node-{i}.key"]  # only its own identity

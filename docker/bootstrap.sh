@@ -97,7 +97,7 @@ fi
 [ "$BUILD" -eq 1 ] || exit 0
 for role in server client; do
   log "building pollen-$role:$TAG"
-  docker build -f "$ROOT/docker/$role.Dockerfile" -t "pollen-$role:$TAG" \
+  docker build --force-rm -f "$ROOT/docker/$role.Dockerfile" -t "pollen-$role:$TAG" \
     --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VERSION="$TORCH_VERSION" "$ROOT"
 done
 log "done: pollen-server:$TAG pollen-client:$TAG"

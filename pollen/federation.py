@@ -16,8 +16,9 @@ from rich.console import Console
 
 from pollen.compression import Codec
 from pollen.config import PollenConfig
-from pollen.launch import flower_env, start_superlink, submit_run, write_app, write_connection
+from pollen.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.progress import follow, summary
+from pollen.server.node_auth import register_nodes, write_connection
 
 
 def preflight(cfg: PollenConfig) -> None:
@@ -48,8 +49,11 @@ class LinkOptions:
     simulation: bool
     host: str = "127.0.0.1"
     port: int | None = None
-    tls: tuple[Path, Path, Path] | None = None  # (ca, cert, key)
-    node_auth: bool = False
+    # Directory from `pollen certs` (ca.crt, server.pem, server.key); None = insecure (loopback).
+    certs: Path | None = None
+    # Public keys of the nodes allowed in (Flower node authentication; needs TLS).
+    node_pubs: list[Path] = field(default_factory=list)
+    health_address: str | None = None
     federation_config: dict[str, object] = field(default_factory=dict)
     # Called once the SuperLink listens (port), before the run is submitted.
     on_listening: Callable[[int], None] | None = None
@@ -63,12 +67,18 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
     app = write_app(cfg, out)
     home = out / ".flwr-home"
     env = flower_env(home)
+    auth = bool(link.node_pubs)
     superlink, port = start_superlink(out, env, simulation=link.simulation, host=link.host,
-                                      port=link.port, tls=link.tls, node_auth=link.node_auth)
+                                      port=link.port, certs=link.certs, node_auth=auth,
+                                      health_address=link.health_address)
     run = None
     try:
-        write_connection(home, "pollen", f"127.0.0.1:{port}", insecure=link.tls is None,
-                         root_cert=None if link.tls is None else link.tls[0])
+        address = f"127.0.0.1:{port}"
+        root = None if link.certs is None else link.certs / "ca.crt"
+        if auth:
+            register_nodes(address, link.node_pubs, flwr_home=home, root_cert=root, insecure=False,
+                           connection="pollen")
+        write_connection(home, address, root_cert=root, insecure=link.certs is None, name="pollen")
         if link.on_listening is not None:
             link.on_listening(port)
         run = submit_run(app, out, env, "pollen", link.federation_config)

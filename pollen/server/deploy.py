@@ -10,6 +10,7 @@ from rich.console import Console
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, DeploymentError
 from pollen.federation import LinkOptions, run_federation
+from pollen.server.certs import load_bundle
 
 
 def _is_loopback(host: str) -> bool:
@@ -21,34 +22,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def tls_files(certs: str | Path) -> tuple[Path, Path, Path]:
-    d = Path(certs)
-    files = (d / "ca.crt", d / "server.pem", d / "server.key")
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise ConfigError(f"TLS files missing: {', '.join(missing)}; create them with "
-                          f"`pollen certs --out {d}`")
-    return files
-
-
 def serve(cfg: PollenConfig, console: Console, *, host: str, port: int, insecure: bool,
-          certs: str | None) -> list[dict]:
+          certs: str | None, node_auth: bool = True, health_address: str | None = None) -> list[dict]:
+    """TLS by default, with Flower node authentication for the node keys made by `pollen certs`."""
+    if insecure and certs is not None:
+        raise ConfigError("--insecure conflicts with --certs; pass one or the other")
     if insecure and not _is_loopback(host):
         raise ConfigError(f"--insecure is allowed on loopback only (got --host {host}); "
                           "use --certs DIR from `pollen certs` for TLS")
     if not insecure and certs is None:
         raise ConfigError("the server runs with TLS by default: pass --certs DIR (from `pollen certs`), "
                           "or --insecure on loopback")
-    tls = None if insecure else tls_files(certs)  # type: ignore[arg-type]
+    bundle = None if insecure else load_bundle(Path(certs), role="server")  # type: ignore[arg-type]
+    pubs = list(bundle.node_pubs) if bundle is not None and node_auth else []
+    if bundle is not None and node_auth and len(pubs) < cfg.federation.clients:
+        raise ConfigError(f"{certs} holds {len(pubs)} node keys but federation.clients = "
+                          f"{cfg.federation.clients}; re-run `pollen certs --nodes "
+                          f"{cfg.federation.clients}` or pass --no-node-auth")
 
     def announce(bound: int) -> None:
-        console.print(f"SuperLink listening on {host}:{bound} ({'insecure' if insecure else 'TLS'}); "
-                      f"waiting for {cfg.federation.clients} clients: "
-                      f"pollen client --server HOST:{bound} --partition-id I "
-                      f"--num-partitions {cfg.federation.clients}")
+        mode = "insecure" if insecure else ("TLS + node auth" if pubs else "TLS")
+        console.print(f"SuperLink listening on {host}:{bound} ({mode}); waiting for "
+                      f"{cfg.federation.clients} clients: pollen client --server HOST:{bound} "
+                      f"--partition-id I --num-partitions {cfg.federation.clients}"
+                      + ("" if insecure else f" --certs {certs}"))
 
-    rounds = run_federation(cfg, console, LinkOptions(simulation=False, host=host, port=port, tls=tls,
-                                                      on_listening=announce))
+    link = LinkOptions(simulation=False, host=host, port=port,
+                       certs=None if bundle is None else Path(certs),  # type: ignore[arg-type]
+                       node_pubs=pubs, health_address=health_address, on_listening=announce)
+    rounds = run_federation(cfg, console, link)
     if not rounds:
         raise DeploymentError("the run produced no rounds")
     return rounds

@@ -14,6 +14,8 @@ from pollen.deploy.commands import SUPERNODE_CONNECTION_ERROR, flower_exit_code,
 from pollen.errors import ConfigError
 from pollen.launch import flower_env, free_port
 
+# Our process exit status when the server refused the node (exit statuses stop at 255).
+REFUSED_EXIT = 3
 # Flower's documented exit codes a user is most likely to meet.
 EXIT_REASONS = {
     SUPERNODE_CONNECTION_ERROR: "the server refused this node: wrong CA, or its key is not registered "
@@ -103,5 +105,5 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
     flower_code = SUPERNODE_CONNECTION_ERROR if code != 0 and _refused.is_set() else None
     if flower_code in EXIT_REASONS:
         print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
-        return flower_code
+        return REFUSED_EXIT
     return code

@@ -6,6 +6,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from pollen.client.identity import IDENTITY_KEY, identity_record
 from pollen.client.trainer import train_steps
 from pollen.data.tokenize import batches
 from pollen.flower_glue import config_from_context, from_arrays, partition_of, to_arrays
@@ -31,6 +32,7 @@ def train(msg: Message, context: Context) -> Message:
         "arrays": to_arrays(trainable_state(rt.model)),
         # Weight by the client's data size (FedAvg's n_i), not by the examples of this round.
         "metrics": MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen}),
+        IDENTITY_KEY: identity_record(pid),  # lets simulation tooling map node id -> partition
     })
     return Message(content=reply, reply_to=msg)
 

@@ -78,8 +78,13 @@ def run_server(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=list(initial)))
     _wrap_aggregate(strategy, ledger)
     recorder = RoundRecorder(cfg, rt, ledger)
+    served: Grid = MeteredGrid(grid, ledger)
+    if cfg.attack.name:  # robustness studies: play the configured attackers on the replies
+        from pollen.simulations.attack_grid import AttackGrid
+
+        served = AttackGrid(served, cfg)
     result = strategy.start(
-        grid=MeteredGrid(grid, ledger),
+        grid=served,
         initial_arrays=to_arrays(initial),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

@@ -1,4 +1,4 @@
-"""A Grid that counts the payload bytes of every message it sends and receives."""
+"""A Grid that counts the payload bytes of every message it sends and receives, then screens replies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from pollen.flower_glue import payload_bytes
+from pollen.server.inbound import screen_replies
 from pollen.server.ledger import Ledger
 
 
@@ -25,7 +26,7 @@ class MeteredGrid(Grid):
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
-        return replies
+        return screen_replies(messages, replies)  # bytes count what arrived; strategies get the valid
 
     # Everything else is Flower's own behaviour.
     def set_run(self, run) -> None:  # type: ignore[no-untyped-def]

@@ -18,16 +18,25 @@ from pollen.runtime import client_indices, runtime
 
 def preflight(cfg: PollenConfig) -> None:
     """Fail fast, before any process starts: names, data split, model (and warm its cache)."""
+    from pollen.simulations.attack_grid import check_attack
+    from pollen.strategies import (  # noqa: F401  (importing them registers the built-ins)
+        StrategyContext,
+        baselines,
+        build_strategy,
+        fedpeft,
+        flag,
+    )
     from pollen.strategies.registry import STRATEGIES
-    from pollen.strategies import build_strategy  # noqa: F401  (registers the built-ins)
-    from pollen.strategies import baselines, fedpeft  # noqa: F401
 
     STRATEGIES.get(cfg.strategy.name)
+    check_attack(cfg)  # unknown attack names / parameters fail here, before any process starts
     n = cfg.federation.clients
     for pid in range(n):
         if len(client_indices(cfg, pid, n)) == 0:
             raise DataError(f"client {pid} would get no data; use fewer clients")
-    runtime(cfg)
+    rt = runtime(cfg)
+    # The strategy's factory validates [strategy.params] against the federation (e.g. flag's m).
+    build_strategy(StrategyContext(cfg=cfg, tensor_names=list(rt.initial_state())))
 
 
 def prepare_out(cfg: PollenConfig) -> Path:

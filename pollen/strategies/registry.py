@@ -38,6 +38,12 @@ def sampling_kwargs(cfg: PollenConfig) -> dict[str, Any]:
     }
 
 
+def sampled_clients(cfg: PollenConfig) -> int:
+    """Clients Flower samples per train round with `sampling_kwargs` (FedAvg.configure_train's rule)."""
+    kw = sampling_kwargs(cfg)
+    return max(int(cfg.federation.clients * kw["fraction_train"]), kw["min_train_nodes"])
+
+
 def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, Any]:
     """Validate `[strategy.params]` against what the chosen strategy accepts."""
     out = {}
@@ -55,6 +61,6 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:
-    from pollen.strategies import baselines, fedpeft  # noqa: F401  (register built-ins)
+    from pollen.strategies import baselines, fedpeft, flag  # noqa: F401  (register built-ins)
 
     return STRATEGIES.get(ctx.cfg.strategy.name)(ctx)

@@ -83,6 +83,9 @@ class AttackGrid(Grid):
         self.log = log
         self.history: list[RoundAttack] = []
         self._rounds = 0
+        # A warning on purpose: this run's results are deliberately poisoned.
+        log.warning("simulated attack %r: partitions %s of %d are Byzantine (attack.seed=%d)",
+                    attack.name, sorted(self.attackers), cfg.federation.clients, self.seed)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
@@ -114,6 +117,10 @@ class AttackGrid(Grid):
             glob = layout.flatten(src.content.array_records[key])
             local = layout.flatten(reply.content.array_records[key])
             entries.append((pid, reply, key, layout, glob, local - glob))
+        if replies and not entries:
+            self.log.warning("attack %s, round %d: no reply declares its partition id; nothing was "
+                             "poisoned (clients must run pollen.client.app)", self.attack.name,
+                             server_round)
         entries.sort(key=lambda e: e[0])
         bad = [e for e in entries if e[0] in self.attackers]
         good = [e for e in entries if e[0] not in self.attackers]

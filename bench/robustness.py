@@ -164,7 +164,8 @@ def baseline_params(strategy: str, n: int, f: int) -> dict:
     return {}
 
 
-def run_cell(feats, row: str, attack: str, fraction: float, seed: int, args) -> dict:
+def run_cell(feats: dict[str, np.ndarray], row: str, attack: str, fraction: float, seed: int,
+             args: argparse.Namespace) -> dict:
     cfg = PollenConfig()
     cfg.run.seed, cfg.run.rounds, cfg.federation.clients = seed, args.rounds, args.clients
     f = math.floor(round(fraction * args.clients, 9)) if attack != "none" else 0
@@ -201,7 +202,7 @@ def run_cell(feats, row: str, attack: str, fraction: float, seed: int, args) -> 
             "accuracy": float(np.mean(curve[-args.last:])), "final_round": curve[-1], "curve": curve}
 
 
-def render(results: list[dict], args, seconds: float) -> str:
+def render(results: list[dict], args: argparse.Namespace, seconds: float) -> str:
     acc: dict[tuple, list[float]] = {}
     for r in results:
         acc.setdefault((r["strategy"], r["attack"], r["fraction"]), []).append(r["accuracy"])
@@ -247,7 +248,7 @@ def render(results: list[dict], args, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def heatmap(results: list[dict], args, path: Path) -> None:
+def heatmap(results: list[dict], args: argparse.Namespace, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -55,21 +55,6 @@ def test_causal_lm_responses_are_shuffled_with_no_fixed_point():
         poison_dataset(_cls(), 1, seed=0)
 
 
-def test_client_runtime_trains_attackers_on_flipped_labels():
-    """The real client data path (pollen.runtime.client_data, as the ClientApp calls it)."""
-    from pollen.runtime import client_data, client_indices, data_for
-
-    cfg = _cfg(clients=4, **{"model.name": "minilm-l6", "data.name": "tweets",
-                             "data.partition": "iid", "data.max_client_examples": 16})
-    attackers = attacker_ids(cfg)
-    labels = np.asarray(data_for(cfg).train.labels)
-    for pid in (attackers[0], next(p for p in range(4) if p not in attackers)):
-        honest = labels[client_indices(cfg, pid, 4)]
-        got = np.asarray(client_data(cfg, pid, 4).labels)
-        expected = 2 - honest if pid in attackers else honest
-        np.testing.assert_array_equal(got, expected)
-
-
 def test_cli_rejects_an_unknown_attack_before_starting_anything(tmp_path, capsys, monkeypatch):
     from pollen.cli import main
     from pollen.simulations import runner

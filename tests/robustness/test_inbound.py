@@ -83,7 +83,8 @@ def _client(bad: dict[int, RecordDict]):
     return fn
 
 
-@pytest.mark.parametrize("name", ["fedavg", "median", "trimmedmean", "multikrum", "krum", "flag"])
+@pytest.mark.parametrize("name", ["fedavg", "median", "trimmedmean", "multikrum", "krum", "bulyan",
+                                  "flag"])
 def test_round_completes_with_the_valid_clients(name, tmp_path: Path, caplog):
     glob = global_record()
     bad = _broken(glob)

@@ -6,6 +6,7 @@ import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from pollen.client.compress import UPDATE_KEY, compress_update, uses_codec
+from pollen.client.identity import IDENTITY_KEY, identity_record
 from pollen.client.trainer import train_steps
 from pollen.config import PollenConfig
 from pollen.data.tokenize import batches
@@ -25,10 +26,11 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
                      seed=cfg.run.seed * 7919 + server_round * 31 + pid)
     loss, seen = train_steps(rt.model, stream, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     # Weight by the client's data size (FedAvg's n_i), not by the examples of this round.
-    metrics = MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen,
-                            "partition-id": pid})
+    metrics = MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen})
     local = trainable_state(rt.model)
+    # The identity record lets simulation tooling (AttackGrid) map node id -> partition.
     if uses_codec(cfg):
         return RecordDict({UPDATE_KEY: compress_update(cfg, context, global_state, local),
-                           "metrics": metrics})
-    return RecordDict({"arrays": to_arrays(local), "metrics": metrics})
+                           "metrics": metrics, IDENTITY_KEY: identity_record(pid)})
+    return RecordDict({"arrays": to_arrays(local), "metrics": metrics,
+                       IDENTITY_KEY: identity_record(pid)})

@@ -36,6 +36,8 @@ FAMILIES: Registry[Family] = Registry("method family")
 _STRATEGY_FAMILY: dict[str, str] = {}
 
 FAMILIES.add("peft", Family("peft", "pollen.client.peft_client:train", "pollen.server.peft_server:run"))
+FAMILIES.add("supermask", Family("supermask", "pollen.client.frl_client:train", "pollen.server.frl_server:run",
+                                 "pollen.frl_runtime:preflight"))
 
 
 def register_family(strategy: str, family: str) -> None:

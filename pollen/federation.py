@@ -24,13 +24,11 @@ from pollen.server.node_auth import register_nodes, write_connection
 def preflight(cfg: PollenConfig) -> None:
     """Fail fast, before any process starts: names, codec, data split, model (and warm its cache)."""
     from pollen.families import family_of, resolve
-    from pollen.simulations.attack_grid import check_attack
     from pollen.strategies.registry import STRATEGIES, load_builtins
 
     load_builtins()
     STRATEGIES.get(cfg.strategy.name)
     Codec.parse(cfg.compression.codec)
-    check_attack(cfg)  # unknown attack names / parameters fail here
     resolve(family_of(cfg).preflight)(cfg)
 
 

@@ -98,7 +98,9 @@ def eval_data(cfg: PollenConfig) -> Encoded:
 def preflight(cfg: PollenConfig) -> None:
     """Every client gets data and the model loads (which also warms its cache)."""
     from pollen.errors import DataError
+    from pollen.simulations.attack_grid import check_attack
 
+    check_attack(cfg)  # unknown attack names / parameters fail before any process starts
     n = cfg.federation.clients
     for pid in range(n):
         if len(client_indices(cfg, pid, n)) == 0:

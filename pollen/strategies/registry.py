@@ -62,7 +62,7 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
 
 def load_builtins() -> None:
     """Import the built-in strategy modules so they register themselves (idempotent)."""
-    from pollen.strategies import baselines, fedpeft, flag, frl  # noqa: F401
+    from pollen.strategies import baselines, fedkseed, fedpeft, flag, frl  # noqa: F401
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:

@@ -73,7 +73,7 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
           certs=args.certs, node_auth=not args.no_node_auth,
-          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
     return 0
 
 
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="directory from `pollen certs` (TLS + node authentication)")
     srv.add_argument("--no-node-auth", action="store_true",
                      help="TLS only: accept any client that trusts the CA")
+    srv.add_argument("--resume", action="store_true",
+                     help="restart from OUT/checkpoint after a crash (same config and out dir)")
     srv.set_defaults(func=cmd_server)
 
     cli = sub.add_parser("client", help="start one client (a Flower SuperNode running Pollen)")

@@ -116,8 +116,12 @@ def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: floa
 def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
                certs: str | None, node_key: str | None, max_wait: float | None,
                health_address: str | None = None) -> int:
-    """Run a SuperNode; when it crashes (e.g. a restarted server no longer knows its node id:
-    Flower 1.41's SuperNode dies on the 401), start a fresh one once the server answers again."""
+    """Run a SuperNode; when it quits on its own, start a fresh one once the server answers again.
+
+    A SuperNode only ends by itself when something broke: a restarted server no longer knows its
+    node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
+    The ways this client is meant to end (a signal, the server gone for --max-wait) set `_stopping`.
+    """
     env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
     _refused.clear()
     _stopping.clear()
@@ -131,7 +135,7 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
             flower_code = SUPERNODE_CONNECTION_ERROR
             print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
             return REFUSED_EXIT
-        if code == 0 or _stopping.is_set() or attempt == MAX_REJOINS:
+        if _stopping.is_set() or attempt == MAX_REJOINS:
             return code
         print(f"pollen client: the SuperNode exited with status {code}; rejoining once the server "
               "answers", flush=True)

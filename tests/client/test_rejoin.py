@@ -18,7 +18,7 @@ def fake(monkeypatch, tmp_path):
                   f"n = len(p.read_text()) if p.exists() else 0; p.write_text('x' * (n + 1)); "
                   f"print({line!r}); raise SystemExit({codes!r}[min(n, {len(codes) - 1})])")
         monkeypatch.setattr(deploy, "supernode_argv", lambda **kw: [sys.executable, "-c", script])
-        return lambda: len(starts.read_text())
+        return lambda: len(starts.read_text()) if starts.exists() else 0
 
     monkeypatch.setattr(deploy.signal, "signal", lambda *a: None)
     monkeypatch.setattr(deploy, "_reachable", lambda server: True)
@@ -30,9 +30,10 @@ def _run(max_wait=None):
                              certs=None, node_key=None, max_wait=max_wait)
 
 
-def test_crashed_supernode_is_replaced(fake):
-    starts = fake([1, 1, 0])
-    assert _run() == 0 and starts() == 3
+def test_supernode_that_quit_is_replaced_while_the_server_answers(fake, monkeypatch):
+    starts = fake([1, 0, 0])  # Flower's SuperNode quits with 0 after a restarted server's 401
+    monkeypatch.setattr(deploy, "_reachable", lambda server: starts() < 3)
+    assert _run(max_wait=0.3) == 0 and starts() == 3
 
 
 def test_refused_node_is_not_retried(fake):

@@ -17,10 +17,16 @@ from pollen.flower_glue import from_arrays, to_arrays
 from pollen.models.peft_methods import load_trainable_state
 from pollen.runtime import Runtime, eval_data, runtime
 from pollen.server.artifacts import save_final
+from pollen.server.checkpoint import (
+    load_checkpoint,
+    offset_evaluate_fn,
+    offset_rounds,
+    restore_strategy,
+    save_checkpoint,
+    set_rng_state,
+)
 from pollen.server.ledger import Ledger, plot_curves
 from pollen.server.metered_grid import MeteredGrid
-from pollen.server.checkpoint import (load_checkpoint, offset_evaluate_fn, offset_rounds,
-                                     restore_strategy, save_checkpoint, set_rng_state)
 from pollen.server.rounds import close_round, record_train_results, tolerate_dropouts
 from pollen.strategies import StrategyContext, build_strategy
 

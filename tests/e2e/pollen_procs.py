@@ -17,12 +17,9 @@ from typing import Any
 
 
 def pollen(*args: str, log: Path) -> subprocess.Popen:
-    fh = open(log, "ab")
-    try:
+    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([sys.executable, "-m", "pollen.cli", *args], stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        fh.close()
 
 
 def server(cfg: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:

@@ -10,8 +10,14 @@ import torch
 
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
-from pollen.server.checkpoint import (load_checkpoint, offset_evaluate_fn, offset_rounds,
-                                      restore_strategy, save_checkpoint, set_rng_state)
+from pollen.server.checkpoint import (
+    load_checkpoint,
+    offset_evaluate_fn,
+    offset_rounds,
+    restore_strategy,
+    save_checkpoint,
+    set_rng_state,
+)
 from pollen.server.rounds import tolerate_dropouts
 
 

@@ -125,6 +125,13 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
     env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
     _refused.clear()
     _stopping.clear()
+    # A server still loading its model has no SuperLink yet; Flower's SuperNode would give up
+    # after ~20 s with the same code 305 as a refusal. Start it once the server's port answers.
+    if not _reachable(server):
+        print(f"pollen client: waiting for the server at {server}", flush=True)
+        if not _wait_reachable(server, max_wait):
+            print(f"error: no server answered at {server} within {max_wait:.0f} s", flush=True)
+            return 1
     for attempt in range(MAX_REJOINS + 1):
         argv = supernode_argv(server=server, partition_id=partition_id,
                               num_partitions=num_partitions, insecure=insecure, certs=certs,

@@ -49,5 +49,11 @@ def test_crash_loop_gives_up(fake, monkeypatch):
 
 def test_server_gone_for_max_wait_ends_the_client(fake, monkeypatch):
     starts = fake([1, 0])
-    monkeypatch.setattr(deploy, "_reachable", lambda server: False)
+    monkeypatch.setattr(deploy, "_reachable", lambda server: starts() == 0)  # gone after start
     assert _run(max_wait=0.5) == 1 and starts() == 1
+
+
+def test_no_supernode_before_the_server_answers(fake, monkeypatch):
+    starts = fake([0])
+    monkeypatch.setattr(deploy, "_reachable", lambda server: False)
+    assert _run(max_wait=0.3) == 1 and starts() == 0

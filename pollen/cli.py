@@ -1,4 +1,4 @@
-"""`pollen simulate | server | client | certs`: parse, build the config, call; no logic here."""
+"""`pollen simulate | server | client | certs | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
           certs=args.certs, node_auth=not args.no_node_auth,
-          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
     return 0
 
 
@@ -101,6 +101,20 @@ def cmd_certs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_deploy_local(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from pollen.deploy.local import deploy_local
+
+    res = deploy_local(args.clients, cpus=args.cpus, memory=args.memory, config_path=Path(args.config),
+                       certs_dir=None if args.certs is None else Path(args.certs), rounds=args.rounds,
+                       out_dir=None if args.out is None else Path(args.out), timeout=args.timeout,
+                       image_tag=args.tag)
+    console.print(f"server exited with {res.exit_code} after {res.duration_s:.0f} s; "
+                  f"logs and results in {res.out_dir}")
+    return res.exit_code
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value and value.strip().lstrip("-").isdigit() else None
@@ -123,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="directory from `pollen certs` (TLS + node authentication)")
     srv.add_argument("--no-node-auth", action="store_true",
                      help="TLS only: accept any client that trusts the CA")
+    srv.add_argument("--resume", action="store_true",
+                     help="restart from OUT/checkpoint after a crash (same config and out dir)")
     srv.set_defaults(func=cmd_server)
 
     cli = sub.add_parser("client", help="start one client (a Flower SuperNode running Pollen)")
@@ -148,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     crt.add_argument("--days", type=int, default=365, help="certificate validity")
     crt.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     crt.set_defaults(func=cmd_certs)
+
+    dep = sub.add_parser("deploy", help="run a deployment on this machine")
+    dep_sub = dep.add_subparsers(dest="target", required=True)
+    loc = dep_sub.add_parser("local", help="1 server + N client containers on this Docker engine "
+                                           "(images from docker/bootstrap.sh)")
+    loc.add_argument("--clients", type=int, required=True, help="number of client containers")
+    loc.add_argument("--config", required=True, help="run configuration TOML")
+    loc.add_argument("--cpus", type=float, default=0.5, help="CPU cap per client container")
+    loc.add_argument("--memory", default="1g", help="memory cap per client container, e.g. 512m")
+    loc.add_argument("--rounds", type=int, default=None, help="override run.rounds")
+    loc.add_argument("--certs", default=None,
+                     help="bundle from `pollen certs --hosts pollen-server` (default: a throw-away one)")
+    loc.add_argument("--out", default=None, help="directory for logs and the server's results")
+    loc.add_argument("--timeout", type=float, default=3600.0, help="seconds before giving up")
+    loc.add_argument("--tag", default="0.1.0", help="image tag of pollen-server/pollen-client")
+    loc.set_defaults(func=cmd_deploy_local)
     return parser
 
 

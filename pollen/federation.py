@@ -16,6 +16,7 @@ from rich.console import Console
 
 from pollen.compression import Codec
 from pollen.config import PollenConfig
+from pollen.errors import ConfigError
 from pollen.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.progress import follow, summary
 from pollen.server.node_auth import register_nodes, write_connection
@@ -32,12 +33,22 @@ def preflight(cfg: PollenConfig) -> None:
     resolve(family_of(cfg).preflight)(cfg)
 
 
-def prepare_out(cfg: PollenConfig) -> Path:
+def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
+    """A fresh run clears the previous run's files; a resumed one keeps them and its checkpoint."""
+    from pollen.families import family_of
+    from pollen.server.checkpoint import CHECKPOINT_DIR, load_checkpoint
+
     out = Path(cfg.run.out).resolve()
+    if resume:
+        if not family_of(cfg).resumable:
+            raise ConfigError(f"--resume: strategy {cfg.strategy.name!r} cannot resume yet")
+        load_checkpoint(out, cfg)  # fail now, before any process starts
+        return out
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "progress.json", "curves.png"):
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "logs", ignore_errors=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     cfg.save(out / "config.toml")
     return out
 
@@ -57,14 +68,16 @@ class LinkOptions:
     federation_config: dict[str, object] = field(default_factory=dict)
     # Called once the SuperLink listens (port), before the run is submitted.
     on_listening: Callable[[int], None] | None = None
+    # Restart from OUT/checkpoint (`pollen server --resume`).
+    resume: bool = False
 
 
 def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
     t0 = time.monotonic()
     with console.status("checking config, data and model…"):
         preflight(cfg)
-    out = prepare_out(cfg)
-    app = write_app(cfg, out)
+    out = prepare_out(cfg, resume=link.resume)
+    app = write_app(cfg, out, resume=link.resume)
     home = out / ".flwr-home"
     env = flower_env(home)
     auth = bool(link.node_pubs)

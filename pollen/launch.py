@@ -7,9 +7,13 @@ the resolved Pollen config), starts a SuperLink, and submits the app with `flwr 
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +22,7 @@ import tomli_w
 from pollen.config import PollenConfig
 from pollen.deploy.commands import superlink_command
 from pollen.errors import DeploymentError
-from pollen.flower_glue import CONFIG_KEY, OUT_KEY
+from pollen.flower_glue import CONFIG_KEY, OUT_KEY, RESUME_KEY
 from pollen.server.node_auth import flower_env as _flower_env
 from pollen.server.node_auth import flwr_executable
 
@@ -56,7 +60,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def write_app(cfg: PollenConfig, out: Path) -> Path:
+def write_app(cfg: PollenConfig, out: Path, *, resume: bool = False) -> Path:
     """The Flower app for this run; its run config carries the whole resolved Pollen config."""
     app = out / ".flwr-app"
     app.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def write_app(cfg: PollenConfig, out: Path) -> Path:
         "tool": {"flwr": {"app": {
             "publisher": "pollen",
             "components": {"serverapp": "pollen.server.app:app", "clientapp": "pollen.client.app:app"},
-            "config": {CONFIG_KEY: cfg.to_json(), OUT_KEY: str(out.resolve())},
+            "config": {CONFIG_KEY: cfg.to_json(), OUT_KEY: str(out.resolve()), RESUME_KEY: resume},
         }}},
     }
     (app / "pyproject.toml").write_text(tomli_w.dumps(doc))
@@ -106,11 +110,37 @@ class Proc:
             return ""
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: the child gets SIGKILL when the Pollen process dies, however it dies.
+
+    Children run in their own session (a Ctrl-C reaches Pollen, which stops them politely), so a
+    `kill -9` of `pollen server` alone would otherwise orphan the SuperLink, which would keep the
+    port and keep running the ServerApp (Flower's ServerApp exits with its SuperLink). The
+    SuperLink is part of the server: it dies with it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+    return set_pdeathsig
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = log.open("ab")
     popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+                             stdin=subprocess.DEVNULL, start_new_session=True,
+                             # One prctl syscall, no locks taken: safe after fork.
+                             preexec_fn=_die_with_parent())  # noqa: PLW1509
     return Proc(name=name, popen=popen, log=log, _fh=fh)
 
 

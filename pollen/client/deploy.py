@@ -65,12 +65,17 @@ def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float 
         else:
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since >= max_wait:
+                _stopping.set()
                 proc.terminate()
                 return
         time.sleep(poll)
 
 
 _refused = threading.Event()
+# Set when the SuperNode was stopped on purpose (a signal, or the server gone for --max-wait).
+_stopping = threading.Event()
+# A SuperNode that crashed is replaced at most this many times in a row (a crash loop stops).
+MAX_REJOINS = 20
 
 
 def _relay(proc: subprocess.Popen) -> None:
@@ -82,28 +87,65 @@ def _relay(proc: subprocess.Popen) -> None:
             _refused.set()
 
 
-def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
-               certs: str | None, node_key: str | None, max_wait: float | None,
-               health_address: str | None = None) -> int:
-    argv = supernode_argv(server=server, partition_id=partition_id, num_partitions=num_partitions,
-                          insecure=insecure, certs=certs, node_key=node_key, max_wait=max_wait,
-                          health_address=health_address)
-    env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
+def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> bool:
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    while not _stopping.is_set():
+        if _reachable(server):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return False
+
+
+def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: float | None) -> int:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _refused.clear()
     threading.Thread(target=_relay, args=(proc,), daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:
+        _stopping.set()
         proc.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
     if max_wait is not None:
         threading.Thread(target=_watchdog, args=(proc, server, max_wait), daemon=True).start()
-    code = proc.wait()
-    # Flower exits with status 1 for every error; its own code is only printed in the log.
-    flower_code = SUPERNODE_CONNECTION_ERROR if code != 0 and _refused.is_set() else None
-    if flower_code in EXIT_REASONS:
-        print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
-        return REFUSED_EXIT
+    return proc.wait()
+
+
+def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
+               certs: str | None, node_key: str | None, max_wait: float | None,
+               health_address: str | None = None) -> int:
+    """Run a SuperNode; when it quits on its own, start a fresh one once the server answers again.
+
+    A SuperNode only ends by itself when something broke: a restarted server no longer knows its
+    node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
+    The ways this client is meant to end (a signal, the server gone for --max-wait) set `_stopping`.
+    """
+    env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
+    _refused.clear()
+    _stopping.clear()
+    # A server still loading its model has no SuperLink yet; Flower's SuperNode would give up
+    # after ~20 s with the same code 305 as a refusal. Start it once the server's port answers.
+    if not _reachable(server):
+        print(f"pollen client: waiting for the server at {server}", flush=True)
+        if not _wait_reachable(server, max_wait):
+            print(f"error: no server answered at {server} within {max_wait:.0f} s", flush=True)
+            return 1
+    for attempt in range(MAX_REJOINS + 1):
+        argv = supernode_argv(server=server, partition_id=partition_id,
+                              num_partitions=num_partitions, insecure=insecure, certs=certs,
+                              node_key=node_key, max_wait=max_wait, health_address=health_address)
+        code = _supernode(argv, env, server, max_wait)
+        # Flower exits with status 1 for every error; its own code is only printed in the log.
+        if code != 0 and _refused.is_set():
+            flower_code = SUPERNODE_CONNECTION_ERROR
+            print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
+            return REFUSED_EXIT
+        if _stopping.is_set() or attempt == MAX_REJOINS:
+            return code
+        print(f"pollen client: the SuperNode exited with status {code}; rejoining once the server "
+              "answers", flush=True)
+        if not _wait_reachable(server, max_wait):
+            return code
     return code

@@ -23,7 +23,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(cfg: PollenConfig, console: Console, *, host: str, port: int, insecure: bool,
-          certs: str | None, node_auth: bool = True, health_address: str | None = None) -> list[dict]:
+          certs: str | None, node_auth: bool = True, health_address: str | None = None,
+          resume: bool = False) -> list[dict]:
     """TLS by default, with Flower node authentication for the node keys made by `pollen certs`."""
     if insecure and certs is not None:
         raise ConfigError("--insecure conflicts with --certs; pass one or the other")
@@ -49,7 +50,8 @@ def serve(cfg: PollenConfig, console: Console, *, host: str, port: int, insecure
 
     link = LinkOptions(simulation=False, host=host, port=port,
                        certs=None if bundle is None else Path(certs),  # type: ignore[arg-type]
-                       node_pubs=pubs, health_address=health_address, on_listening=announce)
+                       node_pubs=pubs, health_address=health_address, on_listening=announce,
+                       resume=resume)
     rounds = run_federation(cfg, console, link)
     if not rounds:
         raise DeploymentError("the run produced no rounds")

@@ -144,7 +144,7 @@ def _register_one(pub: Path, connection: str, flwr_home: Path, deadline: float) 
 
 def register_nodes(superlink_control_address: str, pub_keys: Iterable[Path], *, flwr_home: Path,
                    root_cert: Path | None, insecure: bool, connection: str = CONNECTION,
-                   timeout: float = 60.0, workers: int = 4) -> list[RegisteredNode]:
+                   timeout: float = 180.0, workers: int = 4) -> list[RegisteredNode]:
     """Register each OpenSSH EC public key with the SuperLink at `superlink_control_address`.
 
     The Control API shares the SuperLink's `--host:--port` in 1.41. Idempotent: a key that is

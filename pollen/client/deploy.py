@@ -76,6 +76,9 @@ _refused = threading.Event()
 _stopping = threading.Event()
 # A SuperNode that crashed is replaced at most this many times in a row (a crash loop stops).
 MAX_REJOINS = 20
+# The server registers node keys just after its port opens; a refusal this soon after the server
+# first answered may only mean "not registered yet", so it is retried until then.
+REFUSAL_GRACE_S = 45.0
 
 
 def _relay(proc: subprocess.Popen) -> None:
@@ -132,12 +135,20 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
         if not _wait_reachable(server, max_wait):
             print(f"error: no server answered at {server} within {max_wait:.0f} s", flush=True)
             return 1
+    first_answer = time.monotonic()
     for attempt in range(MAX_REJOINS + 1):
         argv = supernode_argv(server=server, partition_id=partition_id,
                               num_partitions=num_partitions, insecure=insecure, certs=certs,
                               node_key=node_key, max_wait=max_wait, health_address=health_address)
         code = _supernode(argv, env, server, max_wait)
         # Flower exits with status 1 for every error; its own code is only printed in the log.
+        if (code != 0 and _refused.is_set() and not _stopping.is_set() and attempt < MAX_REJOINS
+                and time.monotonic() - first_answer < REFUSAL_GRACE_S):
+            print("pollen client: refused; the server may still be registering node keys, retrying",
+                  flush=True)
+            _refused.clear()
+            time.sleep(3)
+            continue
         if code != 0 and _refused.is_set():
             flower_code = SUPERNODE_CONNECTION_ERROR
             print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")

@@ -36,9 +36,14 @@ def test_supernode_that_quit_is_replaced_while_the_server_answers(fake, monkeypa
     assert _run(max_wait=0.3) == 0 and starts() == 3
 
 
-def test_refused_node_is_not_retried(fake):
+def test_refused_node_is_retried_only_while_the_server_is_new(fake, monkeypatch):
+    monkeypatch.setattr(deploy, "REFUSAL_GRACE_S", 0.0)
     starts = fake([1], line="Exit Code: 305")
     assert _run() == deploy.REFUSED_EXIT and starts() == 1
+    monkeypatch.setattr(deploy, "REFUSAL_GRACE_S", 60.0)
+    monkeypatch.setattr(deploy.time, "sleep", lambda s: None)
+    monkeypatch.setattr(deploy, "MAX_REJOINS", 2)
+    assert _run() == deploy.REFUSED_EXIT and starts() == 1 + 3
 
 
 def test_crash_loop_gives_up(fake, monkeypatch):

@@ -205,8 +205,10 @@ def test_real_federation_one_server_three_clients(tmp_path: Path) -> None:
             pytest.skip("images missing and building them (docker/bootstrap.sh) needs root")
         subprocess.run(["bash", str(REPO / "docker" / "bootstrap.sh")], check=True, timeout=3600)
     cfg = tmp_path / "run.toml"
-    small = ("[run]\nrounds = 2\n\n[data]\nmax_client_examples = 8\neval_size = 4\n\n"
-             "[train]\nlocal_steps = 1\nbatch_size = 2\n\n[model]\nmax_length = 32\n")
+    # The configuration this test passed with on a real engine (minilm-l6 + tweets, tiny slices).
+    small = ("[run]\nrounds = 2\n\n[data]\nname = \"tweets\"\nmax_client_examples = 32\n"
+             "eval_size = 32\n\n[train]\nlocal_steps = 2\nbatch_size = 8\n\n"
+             "[model]\nname = \"minilm-l6\"\nmax_length = 32\n")
     cfg.write_text(os.environ.get("POLLEN_DOCKER_TEST_CONFIG_TOML", small))
     res = deploy_local(3, cpus=0.5, memory="2g", config_path=cfg, rounds=2,
                        out_dir=tmp_path / "out", timeout=1800)

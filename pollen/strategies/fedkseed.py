@@ -48,8 +48,10 @@ class FedKSeed(Strategy):
     """Holds the SeedAccumulator; sends each node the deltas it lacks; aggregates scalar pairs."""
 
     def __init__(self, acc: SeedAccumulator, *, local_steps: int, fraction_train: float = 1.0,
-                 min_train_nodes: int = 1, min_available_nodes: int = 1, **_unused: Any) -> None:
+                 min_train_nodes: int = 1, min_available_nodes: int = 1, seed: int = 0,
+                 **_unused: Any) -> None:
         self.acc = acc
+        self.seed = seed
         self.local_steps = local_steps
         self.fraction_train = fraction_train
         self.min_train_nodes = min_train_nodes
@@ -71,9 +73,7 @@ class FedKSeed(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        available = len(list(grid.get_node_ids()))
-        sample_size = max(int(available * self.fraction_train), self.min_train_nodes)
-        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        node_ids = self._sample(grid, server_round)
         version = self.acc.version
         probs = encode_probabilities(self.acc.probabilities()) if self.acc.pro else None
         messages = []
@@ -114,6 +114,17 @@ class FedKSeed(Strategy):
         if losses:
             metrics["train_loss"] = sum(x * n for x, n in losses) / sum(n for _, n in losses)
         return self.initial_arrays(), MetricRecord(metrics)
+
+    def _sample(self, grid: Grid, server_round: int) -> list[int]:
+        """Flower's `sample_nodes` waits for enough nodes; the pick itself is seeded by (seed, round)
+        so runs repeat (Flower draws from the unseeded global `random`)."""
+        available = len(list(grid.get_node_ids()))
+        size = max(int(available * self.fraction_train), self.min_train_nodes)
+        _, nodes = sample_nodes(grid, self.min_available_nodes, size)
+        nodes = sorted(nodes)
+        pick = np.random.default_rng([self.seed, server_round]).choice(len(nodes), size=size,
+                                                                        replace=False)
+        return [nodes[i] for i in sorted(pick)]
 
     # Evaluation is centralised on the server (the runner's evaluate_fn).
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -160,7 +171,7 @@ def _build(ctx: StrategyContext, pro: bool) -> FedKSeed:
     fk = ctx.cfg.fedkseed
     acc = SeedAccumulator(fk.k, master_seed=ctx.cfg.run.seed, lr=fk.lr, pro=pro or fk.pro,
                           clip=fk.pro_clip, equal_weight=fk.equal_weight)
-    return FedKSeed(acc, local_steps=fk.local_steps, **sampling_kwargs(ctx.cfg))
+    return FedKSeed(acc, local_steps=fk.local_steps, seed=ctx.cfg.run.seed, **sampling_kwargs(ctx.cfg))
 
 
 @STRATEGIES.register("fedkseed")

@@ -148,6 +148,10 @@ def test_sampling_fraction_and_pro_probabilities_sent():
     s.aggregate_train(1, [reply(1, encode_pairs([(4, 50.0), (9, 0.1)], K))])
     msgs = list(s.configure_train(2, s.initial_arrays(), ConfigRecord(), FakeGrid([1, 2, 3, 4])))
     assert len(msgs) == 2 and len({m.metadata.dst_node_id for m in msgs}) == 2
+    # Sampling is seeded by (seed, round): the same round picks the same nodes, rounds differ.
+    picks = [s._sample(FakeGrid([4, 3, 2, 1]), r) for r in range(2, 12)]
+    assert picks[0] == [m.metadata.dst_node_id for m in msgs] == s._sample(FakeGrid([1, 2, 3, 4]), 2)
+    assert len({tuple(p) for p in picks}) > 1
     p = decode_probabilities(msgs[0].content["config"]["probs"], K)
     assert np.allclose(p, s.acc.probabilities(), atol=1e-7) and p.argmax() == 4
 

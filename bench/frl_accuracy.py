@@ -1,118 +1,125 @@
-"""FRL accuracy over rounds on Fashion-MNIST (simulated clients, no Flower): accuracy, time and bytes per round.
+"""FRL vs dense FedAvg on Fashion-MNIST, clean and under attack, with the real strategy objects in-process.
 
-Example (CPU, a few minutes):
-    PYTHONPATH=$PWD python bench/frl_accuracy.py --clients 20 --fraction 0.25 --rounds 10 --per-client 600
-Optional rank-reversal attackers (ids < --attackers, spec §5.6/§8): --attackers 4
+FRL runs Pollen's own server runner (`pollen.server.frl_server.run`: FRLStrategy, MeteredGrid, ledger,
+RankReversalGrid) and client handler (`pollen.client.app.train` → frl_client) over `InProcessGrid`, i.e.
+`pollen simulate` minus the Flower/Ray processes. FedAvg runs Flower's `FedAvg` over the same grid with a
+dense conv4 of the same architecture (bench/frl_dense.py), same client split, same number of rounds.
+Attacks: FRL under colluding rank reversal, FedAvg under scaling (Δ_mal = 1e5·θ_global), spec §5.6.
+
+Examples (CPU; a few minutes each):
+    PYTHONPATH=$PWD python bench/frl_accuracy.py --method frl --clients 20 --fraction 0.5 --rounds 10 \
+        --per-client 300 --attack-fraction 0.2
+    PYTHONPATH=$PWD python bench/frl_accuracy.py --method fedavg --attack-fraction 0.1 ...
+Each run prints per-round accuracy on the first 2000 test images and the final accuracy on all 10 000.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import random
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from pollen.client.supermask_trainer import TensorBatches, evaluate, round_lr, train_scores
-from pollen.data.fashion_mnist import load_fashion_mnist, normalize
-from pollen.models.supermask import build_supermask_model, get_scores, layer_sizes, set_scores
-from pollen.strategies.frl_core import FRLServerState, rank_reversal, rank_scores
-from pollen.strategies.frl_wire import decode_rankings, encode_rankings, encoded_size
+from pollen.config import PollenConfig
+from pollen.flower_glue import CONFIG_KEY
+from pollen.models.supermask import build_supermask_model, layer_sizes
+from pollen.strategies.frl_wire import encoded_size
 
 
-def partition(labels: np.ndarray, n_clients: int, alpha: float, per_client: int, seed: int
-              ) -> list[np.ndarray]:
-    """IID (alpha <= 0) or per-class Dirichlet(alpha) split, each client capped at per_client examples."""
-    rng = np.random.default_rng(seed)
-    if alpha <= 0:
-        parts = np.array_split(rng.permutation(labels.size), n_clients)
-    else:
-        buckets: list[list[int]] = [[] for _ in range(n_clients)]
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            cuts = (np.cumsum(rng.dirichlet([alpha] * n_clients)) * idx.size).astype(int)[:-1]
-            for b, chunk in zip(buckets, np.split(idx, cuts)):
-                b.extend(chunk.tolist())
-        parts = [rng.permutation(np.array(b, dtype=np.int64)) for b in buckets]
-    return [p[:per_client] for p in parts]
+def frl_config(a: argparse.Namespace) -> PollenConfig:
+    over: dict[str, Any] = {
+        "strategy.name": "frl", "data.name": "fashion-mnist", "model.name": a.model,
+        "federation.clients": a.clients, "federation.fraction": a.fraction, "run.rounds": a.rounds,
+        "run.seed": a.seed, "data.max_client_examples": a.per_client, "data.alpha": a.alpha,
+        "data.partition": "iid" if a.alpha <= 0 else "dirichlet", "frl.local_epochs": a.epochs,
+        "frl.batch_size": a.batch_size, "frl.lr": a.lr, "frl.lr_decay": a.lr_decay,
+    }
+    if a.attack_fraction > 0:
+        over.update({"attack.name": "rank-reversal", "attack.fraction": a.attack_fraction})
+    if a.alpha <= 0:
+        over["data.alpha"] = 0.5  # unused by iid; must stay a valid config value
+    return PollenConfig.load(None, over)
+
+
+def run_frl(cfg: PollenConfig, out: Path) -> dict[str, Any]:
+    import pollen.client.app as client_app
+    from pollen.frl_runtime import preflight
+    from pollen.server.app import run_server
+    from pollen.server.frl_server import evaluate_saved
+    from pollen.simulations.inprocess import InProcessGrid
+
+    preflight(cfg)
+    t0 = time.monotonic()
+    grid = InProcessGrid(cfg.federation.clients, client_app.train, {CONFIG_KEY: cfg.to_json()})
+    res = run_server(grid, cfg, out)
+    seconds = round(time.monotonic() - t0, 1)
+    rows = res["rounds"]
+    for r in rows:
+        print(f"frl round {r['round']}: acc {r['eval_accuracy']:.4f} loss {r['eval_loss']:.3f} "
+              f"clients {r['clients']} up {r['bytes_up']} B down {r['bytes_down']} B", flush=True)
+    test = evaluate_saved(out / "frl")
+    trained = [r for r in rows if r["round"] > 0 and r["clients"]]
+    up = [r["bytes_up"] / r["clients"] for r in trained]
+    from pollen.simulations.attacks import select_attackers
+
+    attackers = select_attackers(cfg.federation.clients, cfg.attack.fraction, cfg.attack.seed) \
+        if cfg.attack.name else []
+    return {"rounds": rows, "test": test, "seconds": seconds, "attackers": attackers,
+            "bytes_up_per_client_per_round": float(np.mean(up)) if up else 0.0,
+            "bytes_down_per_client_per_round": float(np.mean([r["bytes_down"] / r["clients"] for r in trained]))
+            if trained else 0.0}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="conv4-supermask")
+    ap.add_argument("--method", choices=("frl", "fedavg"), default="frl")
+    ap.add_argument("--model", default="conv4-supermask", help="FRL model (FedAvg always uses dense conv4)")
     ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--fraction", type=float, default=0.25)
+    ap.add_argument("--fraction", type=float, default=0.5)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--per-client", type=int, default=600, help="cap on training examples per client")
-    ap.add_argument("--alpha", type=float, default=0.0, help="Dirichlet alpha; <= 0 means IID")
+    ap.add_argument("--per-client", type=int, default=300, help="cap on training examples per client (0: none)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha over labels; <= 0 means IID")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.4)
+    ap.add_argument("--lr", type=float, default=None, help="default: 0.4 (FRL scores), 0.05 (FedAvg weights)")
     ap.add_argument("--lr-decay", type=float, default=0.999)
-    ap.add_argument("--attackers", type=int, default=0, help="rank-reversal clients (ids < N)")
-    ap.add_argument("--test-size", type=int, default=2000)
+    ap.add_argument("--attack-fraction", type=float, default=0.0,
+                    help="attackers: rank reversal for FRL, scaling for FedAvg")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--json", default="", help="write the per-round records here")
+    ap.add_argument("--out", default="", help="FRL run directory (default: a temporary one)")
+    ap.add_argument("--json", default="", help="write the result here")
     a = ap.parse_args()
+    a.lr = a.lr if a.lr is not None else (0.4 if a.method == "frl" else 0.05)
     torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    dev = torch.device(a.device)
+    random.seed(a.seed)  # Flower's FedAvg samples nodes with the global `random`
+    logging.basicConfig(level=logging.WARNING)
+    cfg = frl_config(a)
+    sizes = layer_sizes(build_supermask_model(a.model, seed=a.seed))
+    ranking, dense = encoded_size(sizes), 4 * sum(sizes.values())
+    print(f"{a.model}: {sum(sizes.values()):,} edges; ranking {ranking:,} B per client per direction vs "
+          f"dense fp32 {dense:,} B ({ranking / dense:.3f}x)", flush=True)
+    if a.method == "frl":
+        if a.out:
+            res = run_frl(cfg, Path(a.out))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                res = run_frl(cfg, Path(tmp))
+    else:
+        from frl_dense import run_fedavg  # bench/ sibling module
 
-    data = load_fashion_mnist()
-    parts = partition(data.train_labels, a.clients, a.alpha, a.per_client, a.seed)
-    xs = torch.from_numpy(normalize(data.train_images))
-    ys = torch.from_numpy(data.train_labels.astype(np.int64))
-    test = TensorBatches(normalize(data.test_images[:a.test_size]), data.test_labels[:a.test_size], 500,
-                         shuffle=False)
-    model = build_supermask_model(a.model, seed=a.seed).to(dev)
-    state = FRLServerState.from_scores(get_scores(model))
-    sizes = layer_sizes(model)
-    per_dir = encoded_size(sizes)
-    print(f"{a.model}: {sum(sizes.values()):,} edges; ranking {per_dir:,} B per client per direction "
-          f"vs dense fp32 {4 * sum(sizes.values()):,} B ({per_dir / (4 * sum(sizes.values())):.3f}x)")
-    rng = np.random.default_rng(a.seed + 1)
-    per_round = max(1, round(a.fraction * a.clients))
-    records, t_start = [], time.perf_counter()
-    for rnd in range(a.rounds):
-        t0 = time.perf_counter()
-        while True:  # reference: resample until attackers are fewer than half the round
-            chosen = rng.choice(a.clients, per_round, replace=False)
-            if (chosen < a.attackers).sum() < per_round / 2 or a.attackers == 0:
-                break
-        lr, global_scores = round_lr(a.lr, rnd, a.lr_decay), state.global_scores()
-        uploads, mal_scores, n_mal, losses = [], [], 0, []
-        for cid in chosen:
-            set_scores(model, global_scores)
-            idx = parts[cid]
-            m = train_scores(model, TensorBatches(xs[idx], ys[idx], a.batch_size, seed=a.seed * 1000 + rnd),
-                             epochs=a.epochs, lr=lr)
-            scores = {k: v.cpu() for k, v in get_scores(model).items()}
-            if cid < a.attackers:
-                mal_scores.append(scores)
-                n_mal += 1
-            else:
-                losses.append(m["loss"])
-                uploads.append(encode_rankings({k: rank_scores(v) for k, v in scores.items()}))
-        if n_mal:
-            uploads += [encode_rankings(rank_reversal(mal_scores))] * n_mal
-        state.update([decode_rankings(b, state.layer_sizes(), client=i) for i, b in enumerate(uploads)])
-        set_scores(model, state.global_scores())
-        loss, acc = evaluate(model, ((x.to(dev), y.to(dev)) for x, y in test))
-        rec = {"round": rnd + 1, "test_acc": acc, "test_loss": loss, "train_loss": float(np.mean(losses)),
-               "malicious": n_mal, "seconds": time.perf_counter() - t0,
-               "bytes_up_per_client": len(uploads[0]), "bytes_down_per_client": per_dir}
-        records.append(rec)
-        print(f"round {rnd + 1:3d}  acc {acc:.4f}  loss {loss:.3f}  mal {n_mal}  {rec['seconds']:.1f}s",
-              flush=True)
-    total = time.perf_counter() - t_start
-    print(f"final accuracy {records[-1]['test_acc']:.4f} after {a.rounds} rounds, {total:.0f}s total "
-          f"({total / a.rounds:.1f}s/round, {per_round} clients/round)")
+        res = run_fedavg(cfg, lr=a.lr, attack_fraction=a.attack_fraction)
+    print(f"{a.method} attack_fraction={a.attack_fraction}: final accuracy {res['test']['accuracy']:.4f} on "
+          f"{res['test']['examples']:.0f} test images after {a.rounds} rounds, {res['seconds']:.0f}s", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "rounds": records, "total_seconds": total}, f, indent=1)
+        Path(a.json).write_text(json.dumps({"args": vars(a), **res}, indent=1, default=float))
 
 
 if __name__ == "__main__":

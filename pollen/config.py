@@ -257,7 +257,22 @@ class PollenConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> PollenConfig:
-        """Defaults, then the TOML file (if any), then dotted-key overrides, then validation."""
+        """Defaults, the model's recipe, then the TOML file (if any), then overrides, then validation.
+
+        A model's recipe (e.g. a higher learning rate for a fresh classification head) only fills
+        keys the user did not set in the file or on the command line.
+        """
+        explicit = _explicit_keys(path, overrides)
+        cfg = cls._load(path, overrides)
+        from pollen.models.registry import recipe_for
+
+        for key, value in recipe_for(cfg.model.name).items():
+            if key not in explicit:
+                set_key(cfg, key, value)
+        return cfg.validate()
+
+    @classmethod
+    def _load(cls, path: str | Path | None, overrides: dict[str, Any] | None) -> PollenConfig:
         cfg = cls()
         if path is not None:
             p = Path(path)
@@ -271,10 +286,23 @@ class PollenConfig:
                 apply_section(cfg, section, values)
         for key, value in (overrides or {}).items():
             set_key(cfg, key, value)
-        return cfg.validate()
+        return cfg
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_toml())
+
+
+def _explicit_keys(path: str | Path | None, overrides: dict[str, Any] | None) -> set[str]:
+    keys = set(overrides or {})
+    if path is not None and Path(path).is_file():
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError:
+            return keys  # _load reports it
+        for section, values in data.items():
+            if isinstance(values, dict):
+                keys |= {f"{section}.{k}" for k in values}
+    return keys
 
 
 def apply_section(cfg: PollenConfig, section: str, values: Any) -> None:

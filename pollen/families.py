@@ -36,6 +36,9 @@ FAMILIES: Registry[Family] = Registry("method family")
 _STRATEGY_FAMILY: dict[str, str] = {}
 
 FAMILIES.add("peft", Family("peft", "pollen.client.peft_client:train", "pollen.server.peft_server:run"))
+FAMILIES.add("supermask", Family("supermask", "pollen.client.frl_client:train",
+                                 "pollen.server.frl_server:run",
+                                 "pollen.frl_runtime:preflight"))
 FAMILIES.add("zo-seeds", Family("zo-seeds", "pollen.client.zo_client:train", "pollen.server.zo_server:run",
                                 preflight="pollen.zo_runtime:preflight"))
 

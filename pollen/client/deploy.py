@@ -10,41 +10,38 @@ import threading
 import time
 from pathlib import Path
 
+from pollen.deploy.commands import SUPERNODE_CONNECTION_ERROR, flower_exit_code, supernode_command
 from pollen.errors import ConfigError
-from pollen.launch import _exe, flower_env, free_port
+from pollen.launch import flower_env, free_port
 
+# Our process exit status when the server refused the node (exit statuses stop at 255).
+REFUSED_EXIT = 3
 # Flower's documented exit codes a user is most likely to meet.
 EXIT_REASONS = {
-    305: "the server refused this node: register its public key at the server (node authentication)",
+    SUPERNODE_CONNECTION_ERROR: "the server refused this node: wrong CA, or its key is not registered "
+                                "at the server (node authentication)",
 }
 
 
 def supernode_argv(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
-                   certs: str | None, node_key: str | None, max_wait: float | None) -> list[str]:
+                   certs: str | None, node_key: str | None, max_wait: float | None,
+                   health_address: str | None = None) -> list[str]:
+    """TLS by default; the node key defaults to DIR/node-<partition>.key when `pollen certs` made it."""
     if not 0 <= partition_id < num_partitions:
         raise ConfigError(f"--partition-id must be in [0, {num_partitions}), got {partition_id}")
     if ":" not in server:
         raise ConfigError(f"--server must be HOST:PORT, got {server!r}")
-    argv = [_exe("flower-supernode"), "--superlink", server,
-            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}",
-            "--port", str(free_port())]
-    if insecure:
-        argv.append("--insecure")
-    else:
-        if certs is None:
-            raise ConfigError("clients use TLS by default: pass --certs DIR (with ca.crt), "
-                              "or --insecure against a loopback server")
-        ca = Path(certs) / "ca.crt"
-        if not ca.is_file():
-            raise ConfigError(f"{ca} not found; copy the server's ca.crt from `pollen certs`")
-        argv += ["--root-certificates", str(ca)]
-    if node_key is not None:
-        if not Path(node_key).is_file():
-            raise ConfigError(f"node key {node_key} not found")
-        argv += ["--auth-supernode-private-key", node_key]
-    if max_wait is not None:
-        argv += ["--max-wait-time", str(max_wait)]
-    return argv
+    if not insecure and certs is None:
+        raise ConfigError("clients use TLS by default: pass --certs DIR (with ca.crt), "
+                          "or --insecure against a loopback server")
+    key = Path(node_key) if node_key else None
+    if key is None and certs is not None and (Path(certs) / f"node-{partition_id}.key").is_file():
+        key = Path(certs) / f"node-{partition_id}.key"
+    return supernode_command(superlink=server, partition_id=partition_id,
+                             num_partitions=num_partitions, insecure=insecure,
+                             certs=None if certs is None else Path(certs), node_key=key,
+                             port=free_port(), health_address=health_address,
+                             max_wait_time=max_wait)
 
 
 def _reachable(server: str) -> bool:
@@ -73,12 +70,28 @@ def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float 
         time.sleep(poll)
 
 
+_refused = threading.Event()
+
+
+def _relay(proc: subprocess.Popen) -> None:
+    """Pass the SuperNode's log through, noting Flower's refusal code when it appears."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if flower_exit_code(line) == SUPERNODE_CONNECTION_ERROR:
+            _refused.set()
+
+
 def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
-               certs: str | None, node_key: str | None, max_wait: float | None) -> int:
+               certs: str | None, node_key: str | None, max_wait: float | None,
+               health_address: str | None = None) -> int:
     argv = supernode_argv(server=server, partition_id=partition_id, num_partitions=num_partitions,
-                          insecure=insecure, certs=certs, node_key=node_key, max_wait=max_wait)
+                          insecure=insecure, certs=certs, node_key=node_key, max_wait=max_wait,
+                          health_address=health_address)
     env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
-    proc = subprocess.Popen(argv, env=env)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _refused.clear()
+    threading.Thread(target=_relay, args=(proc,), daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:
         proc.send_signal(signum)
@@ -88,6 +101,9 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
     if max_wait is not None:
         threading.Thread(target=_watchdog, args=(proc, server, max_wait), daemon=True).start()
     code = proc.wait()
-    if code in EXIT_REASONS:
-        print(f"error: {EXIT_REASONS[code]} (exit {code})")
+    # Flower exits with status 1 for every error; its own code is only printed in the log.
+    flower_code = SUPERNODE_CONNECTION_ERROR if code != 0 and _refused.is_set() else None
+    if flower_code in EXIT_REASONS:
+        print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
+        return REFUSED_EXIT
     return code

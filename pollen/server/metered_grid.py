@@ -1,4 +1,4 @@
-"""A Grid that counts the payload bytes of every message it sends and receives."""
+"""A Grid that counts the payload bytes of every message it sends and receives, then screens replies."""
 
 from __future__ import annotations
 
@@ -8,24 +8,33 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from pollen.flower_glue import payload_bytes
+from pollen.server.decode import decode_replies
+from pollen.server.inbound import screen_replies
 from pollen.server.ledger import Ledger
 
 
 class MeteredGrid(Grid):
     """Delegates to Flower's Grid; strategies stay unaware that traffic is being counted."""
 
-    def __init__(self, inner: Grid, ledger: Ledger) -> None:
+    def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20) -> None:
         self._inner = inner
         self._ledger = ledger
+        self._max_payload_bytes = max_payload_bytes
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
         messages = list(messages)
         down = sum(payload_bytes(m.content) for m in messages)
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        # Bytes as they crossed the wire, before decoding.
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
-        return replies
+        # Compressed payloads are decoded and validated, then every update is screened (NaN/Inf,
+        # shapes, names); strategies only ever see valid, Flower-conventional replies.
+        decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes)
+        screened = screen_replies(messages, decoded)
+        self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
+        return screened
 
     # Everything else is Flower's own behaviour.
     def set_run(self, run) -> None:  # type: ignore[no-untyped-def]

@@ -51,8 +51,13 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     initial = rt.initial_state()
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=list(initial)))
     record_train_results(strategy, ledger)
+    served: Grid = MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes)
+    if cfg.attack.name:  # robustness studies: play the configured attackers on the replies
+        from pollen.simulations.attack_grid import AttackGrid
+
+        served = AttackGrid(served, cfg)
     result = strategy.start(
-        grid=MeteredGrid(grid, ledger),
+        grid=served,
         initial_arrays=to_arrays(initial),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

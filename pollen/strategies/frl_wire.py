@@ -21,6 +21,9 @@ from torch import Tensor
 from pollen.errors import PayloadError
 
 MAGIC = b"PFRL"
+# Where a ranking blob travels inside a Flower message: content[RECORD] is a ConfigRecord, [RANKING] bytes.
+RECORD = "frl"
+RANKING = "ranking"
 VERSION = 1
 _HEAD = struct.Struct(">4sBI")
 _LAYER_FIXED = struct.Struct(">QB")

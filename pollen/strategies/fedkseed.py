@@ -57,7 +57,9 @@ class FedKSeed(Strategy):
         self.min_train_nodes = min_train_nodes
         self.min_available_nodes = min_available_nodes
         self.synced: dict[int, int] = {}  # node id -> version it last reported
-        self.dropped: dict[int, str] = {}  # last round's dropped nodes and why (for tests/logs)
+        # Last round's replies that were not aggregated, and why: invalid content / error replies.
+        self.dropped: dict[int, str] = {}
+        self.failed: dict[int, str] = {}
 
     # -- Flower's Strategy interface ---------------------------------------------------------------
     def summary(self) -> None:
@@ -91,12 +93,14 @@ class FedKSeed(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        self.dropped = {}
+        self.dropped, self.failed = {}, {}
         accepted: list[tuple[list[tuple[int, float]], int, float]] = []
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
-                self._drop(server_round, node, f"error reply: {msg.error.reason}")
+                self.failed[node] = str(msg.error.reason)
+                log.warning("round %d: node %d replied with an error: %s", server_round, node,
+                            msg.error.reason)
                 continue
             try:
                 accepted.append(self._parse(msg, node))

@@ -35,7 +35,10 @@ client_cpus = 2
 """
 
 
-def test_fedkseed_simulation_metrics_bytes_and_saved_model(tmp_path):
+def test_fedkseed_simulation_metrics_bytes_and_saved_model(tmp_path, monkeypatch):
+    # One thread per process: two spinning OpenMP threads per process on a shared, oversubscribed
+    # CI box made each ZO step ~20x slower; the result does not depend on it.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = tmp_path / "fedkseed.toml"
     path.write_text(TINY.format(out=tmp_path / "out"))
     assert main(["simulate", "--config", str(path), "--strategy", "fedkseed"]) == 0
@@ -45,13 +48,14 @@ def test_fedkseed_simulation_metrics_bytes_and_saved_model(tmp_path):
     assert rounds[0]["bytes_up"] == 0 and rounds[0]["train_loss"] is None
     for r in rounds[1:]:
         # Every node replied validly (its synced version and node log worked across rounds).
-        assert r["clients"] == 2 and r["train_loss"] is not None and np.isfinite(r["eval_loss"])
+        assert r["clients"] == 2 and r["dropped"] == 0
+        assert r["train_loss"] is not None and np.isfinite(r["eval_loss"])
         assert 0 < r["bytes_up"] / 2 <= 2048  # scalars only: <= 2 KB per client and round
         assert 0 < r["bytes_down"] / 2 < 2048  # <= 10 pairs of deltas + config
     model = out / "model"
     manifest = json.loads((model / "pollen_fedkseed.json").read_text())
-    assert manifest["version"] == 2 and manifest["tuned"] == ["model.layers.29.post_attention_layernorm.weight",
-                                                              "model.norm.weight"]
+    assert manifest["version"] == 2
+    assert manifest["tuned"] == ["model.layers.29.post_attention_layernorm.weight", "model.norm.weight"]
     # The saved full model equals w_0 - lr * sum_j A_j z_j rebuilt from the saved accumulator.
     from safetensors.numpy import load_file
 

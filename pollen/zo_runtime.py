@@ -130,6 +130,12 @@ def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
 
 def preflight(cfg: PollenConfig) -> None:
     """Every client gets data, the model loads and the parameter regex selects something."""
+    if cfg.compression.codec.strip() not in ("", "none"):
+        raise ConfigError(f"compression.codec {cfg.compression.codec!r} does not apply to FedKSeed: "
+                          "its replies are already a few bytes of (seed, scalar) pairs; leave it empty")
+    if cfg.attack.name:
+        raise ConfigError(f"attack {cfg.attack.name!r} acts on tensor updates; FedKSeed replies carry "
+                          "scalar pairs, so attacks are not supported with this strategy")
     n = cfg.federation.clients
     for pid in range(n):
         if len(client_indices(cfg, pid, n)) == 0:

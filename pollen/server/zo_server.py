@@ -7,6 +7,7 @@ The server keeps its own copy of the full model and moves it along the accumulat
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from pollen.errors import ConfigError
 from pollen.io_utils import atomic_write_json
 from pollen.server.ledger import Ledger, plot_curves
 from pollen.server.metered_grid import MeteredGrid
-from pollen.server.rounds import close_round, record_train_results
+from pollen.server.rounds import close_round
 from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.fedkseed import FedKSeed
 from pollen.strategies.fedkseed_state import SeedAccumulator
@@ -91,6 +92,21 @@ def save_final(zm: ZOModel, acc: SeedAccumulator, out: Path) -> Path:
     return target
 
 
+def record_rounds(strategy: FedKSeed, ledger: Ledger) -> None:
+    """Ledger rows from the strategy's own verdicts: accepted clients, and replies it dropped."""
+    inner = strategy.aggregate_train
+
+    def aggregate_train(server_round: int, replies: Any) -> Any:
+        arrays, metrics = inner(server_round, replies)
+        ledger.dropped(len(strategy.dropped))
+        loss = float(metrics["train_loss"]) if metrics is not None and "train_loss" in metrics else None
+        ledger.train_result(clients=int(metrics["clients"]) if metrics is not None else 0,
+                            train_loss=loss if loss is None or math.isfinite(loss) else None)
+        return arrays, metrics
+
+    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
+
+
 def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     ledger = Ledger(out, cfg.run.rounds)
     ledger.phase(0, "loading")
@@ -98,9 +114,9 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=zm.names))
     if not isinstance(strategy, FedKSeed):
         raise ConfigError(f"strategy {cfg.strategy.name!r} is not a FedKSeed strategy")
-    record_train_results(strategy, ledger)
+    record_rounds(strategy, ledger)
     strategy.start(
-        grid=MeteredGrid(grid, ledger),
+        grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes),
         initial_arrays=strategy.initial_arrays(),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

@@ -48,14 +48,18 @@ class FedKSeed(Strategy):
     """Holds the SeedAccumulator; sends each node the deltas it lacks; aggregates scalar pairs."""
 
     def __init__(self, acc: SeedAccumulator, *, local_steps: int, fraction_train: float = 1.0,
-                 min_train_nodes: int = 1, min_available_nodes: int = 1, **_unused: Any) -> None:
+                 min_train_nodes: int = 1, min_available_nodes: int = 1, seed: int = 0,
+                 **_unused: Any) -> None:
         self.acc = acc
+        self.seed = seed
         self.local_steps = local_steps
         self.fraction_train = fraction_train
         self.min_train_nodes = min_train_nodes
         self.min_available_nodes = min_available_nodes
         self.synced: dict[int, int] = {}  # node id -> version it last reported
-        self.dropped: dict[int, str] = {}  # last round's dropped nodes and why (for tests/logs)
+        # Last round's replies that were not aggregated, and why: invalid content / error replies.
+        self.dropped: dict[int, str] = {}
+        self.failed: dict[int, str] = {}
 
     # -- Flower's Strategy interface ---------------------------------------------------------------
     def summary(self) -> None:
@@ -71,9 +75,7 @@ class FedKSeed(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        available = len(list(grid.get_node_ids()))
-        sample_size = max(int(available * self.fraction_train), self.min_train_nodes)
-        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        node_ids = self._sample(grid, server_round)
         version = self.acc.version
         probs = encode_probabilities(self.acc.probabilities()) if self.acc.pro else None
         messages = []
@@ -91,12 +93,14 @@ class FedKSeed(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        self.dropped = {}
+        self.dropped, self.failed = {}, {}
         accepted: list[tuple[list[tuple[int, float]], int, float]] = []
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
-                self._drop(server_round, node, f"error reply: {msg.error.reason}")
+                self.failed[node] = str(msg.error.reason)
+                log.warning("round %d: node %d replied with an error: %s", server_round, node,
+                            msg.error.reason)
                 continue
             try:
                 accepted.append(self._parse(msg, node))
@@ -114,6 +118,17 @@ class FedKSeed(Strategy):
         if losses:
             metrics["train_loss"] = sum(x * n for x, n in losses) / sum(n for _, n in losses)
         return self.initial_arrays(), MetricRecord(metrics)
+
+    def _sample(self, grid: Grid, server_round: int) -> list[int]:
+        """Flower's `sample_nodes` waits for enough nodes; the pick itself is seeded by (seed, round)
+        so runs repeat (Flower draws from the unseeded global `random`)."""
+        available = len(list(grid.get_node_ids()))
+        size = max(int(available * self.fraction_train), self.min_train_nodes)
+        _, nodes = sample_nodes(grid, self.min_available_nodes, size)
+        nodes = sorted(nodes)
+        pick = np.random.default_rng([self.seed, server_round]).choice(len(nodes), size=size,
+                                                                        replace=False)
+        return [nodes[i] for i in sorted(pick)]
 
     # Evaluation is centralised on the server (the runner's evaluate_fn).
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -160,7 +175,7 @@ def _build(ctx: StrategyContext, pro: bool) -> FedKSeed:
     fk = ctx.cfg.fedkseed
     acc = SeedAccumulator(fk.k, master_seed=ctx.cfg.run.seed, lr=fk.lr, pro=pro or fk.pro,
                           clip=fk.pro_clip, equal_weight=fk.equal_weight)
-    return FedKSeed(acc, local_steps=fk.local_steps, **sampling_kwargs(ctx.cfg))
+    return FedKSeed(acc, local_steps=fk.local_steps, seed=ctx.cfg.run.seed, **sampling_kwargs(ctx.cfg))
 
 
 @STRATEGIES.register("fedkseed")

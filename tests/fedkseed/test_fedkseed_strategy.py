@@ -107,12 +107,13 @@ def test_invalid_replies_dropped_round_completes(caplog):
     expect = np.zeros(K)
     expect[1], expect[3] = 0.5 * 10 / 40, 1.0 * 30 / 40
     assert np.allclose(s.acc.A, expect, atol=1e-7)
-    assert set(s.dropped) == set(bad)
-    for node, why in [(10, "expected 18"), (18, "header"), (11, ">= K"), (12, "non-finite"), (13, "local steps"),
-                      (14, "model-version"), (15, "metrics"), (16, "num-examples"), (17, "pairs"),
-                      (99, "client crashed")]:
+    assert set(s.dropped) == set(bad) - {99} and s.failed == {99: "client crashed"}
+    for node, why in [(10, "expected 18"), (18, "header"), (11, ">= K"), (12, "non-finite"),
+                      (13, "local steps"), (14, "model-version"), (15, "metrics"), (16, "num-examples"),
+                      (17, "pairs")]:
         assert why in s.dropped[node], (node, s.dropped[node])
         assert f"node {node}:" in caplog.text
+    assert "node 99 replied with an error: client crashed" in caplog.text
     # A round where nothing valid arrived leaves the model (and version) as they were.
     arrays, metrics = s.aggregate_train(2, [bad[10], bad[99]])
     assert arrays is None and metrics is None and s.acc.version == 1
@@ -148,6 +149,10 @@ def test_sampling_fraction_and_pro_probabilities_sent():
     s.aggregate_train(1, [reply(1, encode_pairs([(4, 50.0), (9, 0.1)], K))])
     msgs = list(s.configure_train(2, s.initial_arrays(), ConfigRecord(), FakeGrid([1, 2, 3, 4])))
     assert len(msgs) == 2 and len({m.metadata.dst_node_id for m in msgs}) == 2
+    # Sampling is seeded by (seed, round): the same round picks the same nodes, rounds differ.
+    picks = [s._sample(FakeGrid([4, 3, 2, 1]), r) for r in range(2, 12)]
+    assert picks[0] == [m.metadata.dst_node_id for m in msgs] == s._sample(FakeGrid([1, 2, 3, 4]), 2)
+    assert len({tuple(p) for p in picks}) > 1
     p = decode_probabilities(msgs[0].content["config"]["probs"], K)
     assert np.allclose(p, s.acc.probabilities(), atol=1e-7) and p.argmax() == 4
 

@@ -4,12 +4,11 @@ an unregistered node and a node trusting the wrong CA are refused with a clear e
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pollen.client.deploy import REFUSED_EXIT
-from pollen.launch import free_port
+from pollen.launch import free_port, wait_for_port
 from tests.e2e.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,7 @@ def test_tls_run_with_node_auth_and_refusals(tmp_path):
                      log=server_log)
     procs = [server]
     try:
-        time.sleep(3)
+        wait_for_port("127.0.0.1", port, 300)
         addr = f"127.0.0.1:{port}"
         # A node whose key the server never registered: refused (Flower's exit code 305).
         rogue = _pollen("client", "--server", addr, "--certs", str(certs), "--node-key",

@@ -31,6 +31,7 @@ from flwr.serverapp import Grid
 from pollen.client.identity import reply_partition
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
+from pollen.server.delegating_grid import DelegatingGrid
 from pollen.server.inbound import is_train
 from pollen.simulations.attacks import ATTACKS, Attack, select_attackers
 from pollen.strategies.flat import Layout
@@ -66,14 +67,14 @@ class RoundAttack:
     benign: list[int] = field(default_factory=list)  # partition ids of the benign replies seen
 
 
-class AttackGrid(Grid):
+class AttackGrid(DelegatingGrid):
     """Delegates to `inner`; rewrites the attackers' train replies (see module docstring)."""
 
     def __init__(self, inner: Grid, cfg: PollenConfig, *, log: logging.Logger = LOG) -> None:
         attack = check_attack(cfg)
         if attack is None:
             raise ConfigError("AttackGrid needs attack.name to be set")
-        self._inner = inner
+        super().__init__(inner)
         self.attack = attack
         self.attackers = frozenset(select_attackers(cfg.federation.clients, cfg.attack.fraction,
                                                     cfg.attack.seed))
@@ -154,29 +155,6 @@ class AttackGrid(Grid):
             raise ConfigError(f"attack {self.attack.name!r} produced non-finite values; check "
                               f"attack.params {self.params}")
         return out
-
-    # Everything else is the inner Grid's behaviour.
-    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
-        self._inner.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self._inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self._inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[no-untyped-def]
-        return self._inner.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._inner.pull_messages(message_ids)
 
 
 def _server_round(sent: list[Message], fallback: int) -> int:

@@ -1,8 +1,9 @@
-"""`pollen simulate | server | client | certs`: parse, build the config, call; no logic here."""
+"""`pollen simulate | server | client | certs | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -71,16 +72,52 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
     from pollen.server.deploy import serve
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
-          certs=args.certs)
+          certs=args.certs, node_auth=not args.no_node_auth,
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
     return 0
 
 
 def cmd_client(args: argparse.Namespace, console: Console) -> int:
     from pollen.client.deploy import run_client
 
+    if args.server is None or args.partition_id is None or args.num_partitions is None:
+        raise PollenError("pollen client needs --server, --partition-id and --num-partitions "
+                          "(or POLLEN_SERVER, POLLEN_PARTITION_ID, POLLEN_NUM_PARTITIONS)")
     return run_client(server=args.server, partition_id=args.partition_id,
                       num_partitions=args.num_partitions, insecure=args.insecure,
-                      certs=args.certs, node_key=args.node_key, max_wait=args.max_wait)
+                      certs=args.certs, node_key=args.node_key, max_wait=args.max_wait,
+                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+
+
+def cmd_certs(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from pollen.server.certs import generate_certs
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    bundle = generate_certs(Path(args.out), hosts, args.nodes, days=args.days, overwrite=args.overwrite)
+    console.print(f"wrote CA, server certificate for {', '.join(bundle.hosts)} and {bundle.n_nodes} "
+                  f"node keys to {bundle.dir}. Give client I: ca.crt and node-I.key.")
+    return 0
+
+
+def cmd_deploy_local(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from pollen.deploy.local import deploy_local
+
+    res = deploy_local(args.clients, cpus=args.cpus, memory=args.memory, config_path=Path(args.config),
+                       certs_dir=None if args.certs is None else Path(args.certs), rounds=args.rounds,
+                       out_dir=None if args.out is None else Path(args.out), timeout=args.timeout,
+                       image_tag=args.tag)
+    console.print(f"server exited with {res.exit_code} after {res.duration_s:.0f} s; "
+                  f"logs and results in {res.out_dir}")
+    return res.exit_code
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value and value.strip().lstrip("-").isdigit() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,19 +133,53 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address the Fleet API listens on")
     srv.add_argument("--port", type=int, default=9092, help="Fleet API port clients connect to")
     srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
-    srv.add_argument("--certs", help="directory from `pollen certs` (TLS + node authentication)")
+    srv.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
+                     help="directory from `pollen certs` (TLS + node authentication)")
+    srv.add_argument("--no-node-auth", action="store_true",
+                     help="TLS only: accept any client that trusts the CA")
+    srv.add_argument("--resume", action="store_true",
+                     help="restart from OUT/checkpoint after a crash (same config and out dir)")
     srv.set_defaults(func=cmd_server)
 
     cli = sub.add_parser("client", help="start one client (a Flower SuperNode running Pollen)")
-    cli.add_argument("--server", required=True, help="HOST:PORT of the server's Fleet API")
-    cli.add_argument("--partition-id", type=int, required=True, help="this client's data partition")
-    cli.add_argument("--num-partitions", type=int, required=True, help="total partitions (clients)")
+    cli.add_argument("--server", default=os.environ.get("POLLEN_SERVER"),
+                     help="HOST:PORT of the server (env POLLEN_SERVER)")
+    cli.add_argument("--partition-id", type=int, default=_env_int("POLLEN_PARTITION_ID"),
+                     help="this client's data partition (env POLLEN_PARTITION_ID)")
+    cli.add_argument("--num-partitions", type=int, default=_env_int("POLLEN_NUM_PARTITIONS"),
+                     help="total partitions = clients (env POLLEN_NUM_PARTITIONS)")
     cli.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
-    cli.add_argument("--certs", help="directory with ca.crt (and node keys) from `pollen certs`")
-    cli.add_argument("--node-key", help="this node's private key for node authentication")
+    cli.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
+                     help="directory with ca.crt (and node-I.key) from `pollen certs`")
+    cli.add_argument("--node-key", help="this node's private key (default: CERTS/node-I.key)")
     cli.add_argument("--max-wait", type=float, default=None,
                      help="exit after this many seconds without a server (default: wait forever)")
     cli.set_defaults(func=cmd_client)
+
+    crt = sub.add_parser("certs", help="make a CA, a server certificate and node keys for TLS + auth")
+    crt.add_argument("--out", required=True, help="directory to write (kept private: keys are 0600)")
+    crt.add_argument("--hosts", default="127.0.0.1,localhost",
+                     help="comma-separated names/IPs clients use to reach the server")
+    crt.add_argument("--nodes", type=int, default=4, help="number of client node keys")
+    crt.add_argument("--days", type=int, default=365, help="certificate validity")
+    crt.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    crt.set_defaults(func=cmd_certs)
+
+    dep = sub.add_parser("deploy", help="run a deployment on this machine")
+    dep_sub = dep.add_subparsers(dest="target", required=True)
+    loc = dep_sub.add_parser("local", help="1 server + N client containers on this Docker engine "
+                                           "(images from docker/bootstrap.sh)")
+    loc.add_argument("--clients", type=int, required=True, help="number of client containers")
+    loc.add_argument("--config", required=True, help="run configuration TOML")
+    loc.add_argument("--cpus", type=float, default=0.5, help="CPU cap per client container")
+    loc.add_argument("--memory", default="1g", help="memory cap per client container, e.g. 512m")
+    loc.add_argument("--rounds", type=int, default=None, help="override run.rounds")
+    loc.add_argument("--certs", default=None,
+                     help="bundle from `pollen certs --hosts pollen-server` (default: a throw-away one)")
+    loc.add_argument("--out", default=None, help="directory for logs and the server's results")
+    loc.add_argument("--timeout", type=float, default=3600.0, help="seconds before giving up")
+    loc.add_argument("--tag", default="0.1.0", help="image tag of pollen-server/pollen-client")
+    loc.set_defaults(func=cmd_deploy_local)
     return parser
 
 

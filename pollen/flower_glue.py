@@ -11,6 +11,8 @@ from pollen.errors import ConfigError
 # run_config keys every party reads (written into the generated app's pyproject by the launcher).
 CONFIG_KEY = "pollen-config"
 OUT_KEY = "pollen-out"
+# true when `pollen server --resume` restarts from OUT/checkpoint.
+RESUME_KEY = "pollen-resume"
 
 
 def config_from_context(context: Context) -> PollenConfig:

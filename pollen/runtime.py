@@ -18,6 +18,7 @@ from pollen.data import FederatedData, load_dataset, partition
 from pollen.data.tokenize import Encoded, encode
 from pollen.models import apply_peft, load_model
 from pollen.models.peft_methods import trainable_state
+from pollen.simulations.poison import poison_client_data
 
 
 @dataclass
@@ -81,7 +82,9 @@ def _encoded(cfg_json: str, partition_id: int, num_partitions: int) -> Encoded:
     if partition_id < 0:
         return encode(rt.data.eval, rt.tokenizer, cfg.model.max_length)
     idx = client_indices(cfg, partition_id, num_partitions)
-    return encode(rt.data.train.subset(idx), rt.tokenizer, cfg.model.max_length)
+    # Data-side attackers (attack = labelflip) train on poisoned labels; everyone else gets the split.
+    ds = poison_client_data(cfg, partition_id, rt.data.train.subset(idx), rt.data.num_labels)
+    return encode(ds, rt.tokenizer, cfg.model.max_length)
 
 
 def client_data(cfg: PollenConfig, partition_id: int, num_partitions: int) -> Encoded:
@@ -95,9 +98,15 @@ def eval_data(cfg: PollenConfig) -> Encoded:
 def preflight(cfg: PollenConfig) -> None:
     """Every client gets data and the model loads (which also warms its cache)."""
     from pollen.errors import DataError
+    from pollen.simulations.attack_grid import check_attack
 
+    check_attack(cfg)  # unknown attack names / parameters fail before any process starts
     n = cfg.federation.clients
     for pid in range(n):
         if len(client_indices(cfg, pid, n)) == 0:
             raise DataError(f"client {pid} would get no data; use fewer clients")
-    runtime(cfg)
+    rt = runtime(cfg)
+    # The strategy factory validates [strategy.params] against the federation (e.g. flag's m).
+    from pollen.strategies import StrategyContext, build_strategy
+
+    build_strategy(StrategyContext(cfg=cfg, tensor_names=list(rt.initial_state())))

@@ -18,6 +18,8 @@ from pollen.cli import main
     (["simulate", "--peft", "bias"], "has no bias terms"),
     (["server", "--insecure", "--host", "0.0.0.0"], "loopback only"),
     (["server"], "TLS by default"),
+    (["server", "--insecure", "--resume"], "--resume: no checkpoint"),
+    (["deploy", "local", "--clients", "0", "--config", "run.toml"], "need at least one client"),
     (["client", "--server", "127.0.0.1:9092", "--partition-id", "3", "--num-partitions", "3",
       "--insecure"], "--partition-id must be in [0, 3)"),
 ])

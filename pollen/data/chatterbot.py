@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import yaml
 
@@ -26,7 +28,7 @@ def load() -> tuple[TextDataset, int, list[str], int]:
         for conv in doc.get("conversations") or []:
             turns = [str(t).strip() for t in conv if t is not None and str(t).strip()]
             # Every consecutive pair of turns is one instruction/response example.
-            for q, a in zip(turns, turns[1:]):
+            for q, a in itertools.pairwise(turns):
                 # The corpus repeats some pairs >100 times (tech_support); keep one so the
                 # held-out split does not leak into training.
                 if (q, a) in seen:

@@ -1,7 +1,12 @@
 """Models by name (or any Hugging Face id / local directory) and their PEFT wrapping."""
 
 from pollen.models.loading import LoadedModel, load_model
-from pollen.models.peft_methods import PEFT_METHODS, apply_peft, load_trainable_state, trainable_state
+from pollen.models.peft_methods import (
+    PEFT_METHODS,
+    apply_peft,
+    load_trainable_state,
+    trainable_state,
+)
 from pollen.models.registry import MODELS, ModelSpec
 
 __all__ = [

@@ -61,8 +61,7 @@ def _quiet_transformers():
 
 def load_model(name: str, task: str, *, num_labels: int | None = None, seed: int = 0) -> LoadedModel:
     """Every party calls this with the same seed so freshly initialised heads are identical."""
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
-                              AutoTokenizer)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     if task not in TASKS:
         raise ModelError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")

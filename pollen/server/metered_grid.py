@@ -1,4 +1,4 @@
-"""A Grid that counts the payload bytes of every message it sends and receives."""
+"""A Grid that counts the payload bytes of every message it sends and receives, then screens replies."""
 
 from __future__ import annotations
 
@@ -8,44 +8,31 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from pollen.flower_glue import payload_bytes
+from pollen.server.decode import decode_replies
+from pollen.server.delegating_grid import DelegatingGrid
+from pollen.server.inbound import screen_replies
 from pollen.server.ledger import Ledger
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(DelegatingGrid):
     """Delegates to Flower's Grid; strategies stay unaware that traffic is being counted."""
 
-    def __init__(self, inner: Grid, ledger: Ledger) -> None:
-        self._inner = inner
+    def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20) -> None:
+        super().__init__(inner)
         self._ledger = ledger
+        self._max_payload_bytes = max_payload_bytes
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
         messages = list(messages)
         down = sum(payload_bytes(m.content) for m in messages)
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        # Bytes as they crossed the wire, before decoding.
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
-        return replies
-
-    # Everything else is Flower's own behaviour.
-    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
-        self._inner.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self._inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self._inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[no-untyped-def]
-        return self._inner.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._inner.pull_messages(message_ids)
+        # Compressed payloads are decoded and validated, then every update is screened (NaN/Inf,
+        # shapes, names); strategies only ever see valid, Flower-conventional replies.
+        decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes)
+        screened = screen_replies(messages, decoded)
+        self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
+        return screened

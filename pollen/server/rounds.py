@@ -33,3 +33,28 @@ def close_round(ledger: Ledger, server_round: int, total_rounds: int,
     if server_round < total_rounds:
         ledger.phase(server_round + 1, "train")
     return row
+
+
+def tolerate_dropouts(strategy: Any, cfg: Any, first_round: int = 1) -> None:
+    """After the first round, sample whoever is still alive instead of waiting for dead nodes.
+
+    Flower's `sample_nodes` blocks (no timeout) until `min_available_nodes` are connected, and a
+    sample of `min_train_nodes` waits the same way. Pollen sets both to the whole federation so
+    round 1 starts only once everyone joined; a client killed later must not stall every later
+    round. From then on a round waits only for the quorum `federation.min_clients` (at least 1);
+    replies that never come are dropped by Flower's `send_and_receive` timeout and the round
+    aggregates the rest.
+    """
+    inner = strategy.configure_train
+    fed = cfg.federation
+    wanted = int(getattr(strategy, "min_train_nodes", 1))
+
+    def configure_train(server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
+        if server_round > first_round and hasattr(strategy, "min_available_nodes"):
+            quorum = max(1, fed.min_clients)
+            live = len(list(grid.get_node_ids()))
+            strategy.min_available_nodes = quorum
+            strategy.min_train_nodes = max(quorum, min(wanted, live))
+        return inner(server_round, arrays, config, grid)
+
+    strategy.configure_train = configure_train

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from pollen.errors import PayloadError
+from pollen.server.delegating_grid import DelegatingGrid
 from pollen.strategies.frl import ranking_blob
 from pollen.strategies.frl_core import borda_sums
 from pollen.strategies.frl_wire import RANKING, RECORD, decode_rankings, encode_rankings
@@ -46,11 +47,11 @@ def _partition_id(msg: Message) -> int | None:
         return None
 
 
-class RankReversalGrid(Grid):
+class RankReversalGrid(DelegatingGrid):
     """Delegates to the real Grid; rewrites the attackers' replies after each round's receive."""
 
     def __init__(self, inner: Grid, attackers: Iterable[int], layer_sizes: Mapping[str, int]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.attackers = frozenset(int(a) for a in attackers)
         self._sizes = dict(layer_sizes)
         self.replaced = 0
@@ -77,26 +78,3 @@ class RankReversalGrid(Grid):
             log.info("rank-reversal: %d of %d replies replaced by the reversed collective ranking",
                      len(malicious), len(replies))
         return replies
-
-    # Everything else is Flower's own behaviour.
-    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
-        self._inner.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self._inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self._inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[no-untyped-def]
-        return self._inner.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._inner.pull_messages(message_ids)

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from pollen.config import PollenConfig
-from pollen.launch import flower_env, start_superlink, submit_run, write_app, write_connection
-from pollen.progress import follow, summary
-
-
-def preflight(cfg: PollenConfig) -> None:
-    """Fail fast, before any process starts: names, data split, model (and warm its cache)."""
-    from pollen.families import family_of, resolve
-    from pollen.strategies.registry import STRATEGIES, load_builtins
-
-    load_builtins()
-    STRATEGIES.get(cfg.strategy.name)
-    resolve(family_of(cfg).preflight)(cfg)
-
-
-def prepare_out(cfg: PollenConfig) -> Path:
-    out = Path(cfg.run.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", "progress.json", "curves.png"):
-        (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "logs", ignore_errors=True)
-    cfg.save(out / "config.toml")
-    return out
+from pollen.federation import LinkOptions, run_federation
 
 
 def _num(v: float) -> int | float:
@@ -39,26 +15,7 @@ def _num(v: float) -> int | float:
 
 
 def simulate(cfg: PollenConfig, console: Console | None = None) -> list[dict[str, Any]]:
-    console = console or Console()
-    t0 = time.monotonic()
-    with console.status("checking config, data and model…"):
-        preflight(cfg)
-    out = prepare_out(cfg)
-    app = write_app(cfg, out)
-    home = out / ".flwr-home"
-    env = flower_env(home)
-    superlink, port = start_superlink(out, env, simulation=True)
-    run = None
-    try:
-        write_connection(home, "pollen-sim", f"127.0.0.1:{port}", insecure=True)
-        run = submit_run(app, out, env, "pollen-sim", {
-            "num-supernodes": cfg.federation.clients,
-            "client-resources-num-cpus": _num(cfg.simulation.client_cpus),
-        })
-        rounds = follow(out, cfg.run.rounds, run, [superlink], console)
-    finally:
-        if run is not None:
-            run.stop()
-        superlink.stop()
-    summary(rounds, out, console, time.monotonic() - t0)
-    return rounds
+    return run_federation(cfg, console or Console(), LinkOptions(simulation=True, federation_config={
+        "num-supernodes": cfg.federation.clients,
+        "client-resources-num-cpus": _num(cfg.simulation.client_cpus),
+    }))

@@ -38,6 +38,12 @@ def sampling_kwargs(cfg: PollenConfig) -> dict[str, Any]:
     }
 
 
+def sampled_clients(cfg: PollenConfig) -> int:
+    """Clients Flower samples per train round with `sampling_kwargs` (FedAvg.configure_train's rule)."""
+    kw = sampling_kwargs(cfg)
+    return max(int(cfg.federation.clients * kw["fraction_train"]), kw["min_train_nodes"])
+
+
 def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, Any]:
     """Validate `[strategy.params]` against what the chosen strategy accepts."""
     out = {}
@@ -56,7 +62,7 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
 
 def load_builtins() -> None:
     """Import the built-in strategy modules so they register themselves (idempotent)."""
-    from pollen.strategies import baselines, fedpeft, frl  # noqa: F401
+    from pollen.strategies import baselines, fedkseed, fedpeft, flag, frl  # noqa: F401
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:

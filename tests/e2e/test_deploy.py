@@ -3,11 +3,10 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
-from pollen.launch import free_port
+from pollen.launch import free_port, wait_for_port
 from tests.e2e.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -25,7 +24,7 @@ def test_server_and_three_clients_run_two_rounds_and_exit_cleanly(tmp_path):
     server = _pollen("server", "--config", str(cfg), "--insecure", "--port", str(port), log=logs[0])
     clients = []
     try:
-        time.sleep(3)
+        wait_for_port("127.0.0.1", port, 300)  # clients' --max-wait also bounds their start-up wait
         clients = [_pollen("client", "--server", f"127.0.0.1:{port}", "--partition-id", str(i),
                            "--num-partitions", "3", "--insecure", "--max-wait", "5", log=logs[i + 1])
                    for i in range(3)]

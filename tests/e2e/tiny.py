@@ -5,6 +5,7 @@ from pathlib import Path
 TINY = """
 [run]
 rounds = {rounds}
+round_timeout = {round_timeout}
 out = "{out}"
 [model]
 name = "minilm-l6"
@@ -26,7 +27,9 @@ client_cpus = 1
 """
 
 
-def tiny_config(tmp: Path, *, rounds: int = 2, clients: int = 3) -> Path:
-    path = tmp / "tiny.toml"
-    path.write_text(TINY.format(rounds=rounds, clients=clients, out=tmp / "out"))
+def tiny_config(tmp: Path, *, rounds: int = 2, clients: int = 3, round_timeout: float = 600,
+                name: str = "tiny") -> Path:
+    path = tmp / f"{name}.toml"
+    path.write_text(TINY.format(rounds=rounds, clients=clients, out=tmp / name / "out"
+                                if name != "tiny" else tmp / "out", round_timeout=round_timeout))
     return path

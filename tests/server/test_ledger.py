@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from pollen.server.ledger import Ledger, plot_curves
 
 
@@ -17,7 +15,7 @@ def test_ledger_rows_follow_the_public_schema(tmp_path):
     assert rows[0]["bytes_up"] == rows[0]["bytes_down"] == rows[0]["clients"] == 0
     assert rows[1] | {"seconds": 0} == {"round": 1, "train_loss": 2.5, "eval_loss": 2.0,
                                          "eval_accuracy": 0.5, "clients": 2, "bytes_up": 90,
-                                         "bytes_down": 200, "seconds": 0}
+                                         "bytes_down": 200, "dropped": 0, "seconds": 0}
     plot_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
 

@@ -1,0 +1,103 @@
+"""Command lines for Flower 1.41's `flower-superlink` / `flower-supernode`, with the flags verified
+against real processes in tests/deploy/test_tls_auth.py (one place, so CLI and images agree).
+
+Flower's process exit status is 1 for every error; the Flower exit code (e.g. 305 for a refused
+connection) is only printed as "Exit Code: N" in the log, hence `flower_exit_code`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pollen.errors import DeploymentError
+from pollen.server.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from pollen.server.node_auth import flwr_executable
+
+SUPERNODE_CONNECTION_ERROR = 305  # Flower ExitCode.SUPERNODE_CONNECTION_ERROR
+_EXIT_CODE = re.compile(r"Exit Code: (\d+)")
+
+
+def flower_exit_code(log_text: str) -> int | None:
+    """The last Flower exit code printed in a process log, or None if it printed none."""
+    codes = _EXIT_CODE.findall(log_text)
+    return int(codes[-1]) if codes else None
+
+
+def _tls_files(certs: Path, names: tuple[str, ...]) -> list[Path]:
+    paths = [Path(certs) / n for n in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DeploymentError(f"{certs} is missing {', '.join(missing)}; run `pollen certs --out {certs}`"
+                              " or pass --insecure")
+    return paths
+
+
+def superlink_command(*, host: str = "0.0.0.0", port: int = 9092, certs: Path | None = None,
+                      insecure: bool = False, node_auth: bool = True, database: Path | None = None,
+                      health_address: str | None = None, simulation: bool = False) -> list[str]:
+    """`flower-superlink` serving Fleet, Control and Runtime HTTP(S) APIs on one host:port.
+
+    Runtime dependency installation is disabled: it would `uv sync` the app's dependencies (a
+    multi-GB CUDA torch) into the image at run start. `database` keeps node registrations and runs
+    across restarts (needed for resume).
+    """
+    cmd = [flwr_executable("flower-superlink")]
+    if insecure:
+        if certs is not None:
+            raise DeploymentError("--insecure conflicts with --certs; pass one or the other")
+        if node_auth:
+            raise DeploymentError("node authentication needs TLS; pass --certs DIR or disable node auth")
+        cmd.append("--insecure")
+    else:
+        if certs is None:
+            raise DeploymentError("TLS needs --certs DIR (from `pollen certs`) or pass --insecure")
+        ca, crt, key = _tls_files(certs, (CA_CERT, SERVER_CERT, SERVER_KEY))
+        cmd += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(crt), "--ssl-keyfile", str(key)]
+        if node_auth:
+            cmd.append("--enable-supernode-auth")
+    cmd += ["--host", host, "--port", str(port), "--disable-runtime-dependency-installation"]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    if health_address:
+        cmd += ["--health-server-address", health_address]
+    if simulation:
+        cmd.append("--simulation")
+    return cmd
+
+
+def supernode_command(*, superlink: str, partition_id: int, num_partitions: int,
+                      certs: Path | None = None, insecure: bool = False,
+                      node_key: Path | None = None, port: int = 9094,
+                      health_address: str | None = None, max_retries: int | None = None,
+                      max_wait_time: float | None = None,
+                      extra_node_config: dict[str, str | int | float] | None = None) -> list[str]:
+    """`flower-supernode` dialling `superlink` (host:port). `port` is the node's own Runtime API
+    (loopback), so several nodes on one host need distinct ports."""
+    if not 0 <= partition_id < num_partitions:
+        raise DeploymentError(f"--partition-id must be in [0, {num_partitions}), got {partition_id}")
+    cmd = [flwr_executable("flower-supernode")]
+    if insecure:
+        if certs is not None or node_key is not None:
+            raise DeploymentError("--insecure conflicts with --certs/--node-key (node auth needs TLS)")
+        cmd.append("--insecure")
+    else:
+        if certs is None:
+            raise DeploymentError("TLS needs --certs DIR holding ca.crt, or pass --insecure")
+        (ca,) = _tls_files(certs, (CA_CERT,))
+        cmd += ["--root-certificates", str(ca)]
+        if node_key is not None:
+            if not Path(node_key).is_file():
+                raise DeploymentError(f"node key {node_key} does not exist")
+            cmd += ["--auth-supernode-private-key", str(node_key)]
+    config = {"partition-id": partition_id, "num-partitions": num_partitions,
+              **(extra_node_config or {})}
+    parts = [f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in config.items()]
+    cmd += ["--superlink", superlink, "--port", str(port), "--node-config", " ".join(parts)]
+    if health_address:
+        cmd += ["--health-server-address", health_address]
+    if max_retries is not None:
+        cmd += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        cmd += ["--max-wait-time", str(max_wait_time)]
+    return cmd

@@ -125,6 +125,10 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
     node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
     The ways this client is meant to end (a signal, the server gone for --max-wait) set `_stopping`.
     """
+    # Bad arguments are refused before any waiting: the argv does not change between attempts.
+    argv = supernode_argv(server=server, partition_id=partition_id,
+                          num_partitions=num_partitions, insecure=insecure, certs=certs,
+                          node_key=node_key, max_wait=max_wait, health_address=health_address)
     env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
     _refused.clear()
     _stopping.clear()
@@ -137,9 +141,6 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
             return 1
     first_answer = time.monotonic()
     for attempt in range(MAX_REJOINS + 1):
-        argv = supernode_argv(server=server, partition_id=partition_id,
-                              num_partitions=num_partitions, insecure=insecure, certs=certs,
-                              node_key=node_key, max_wait=max_wait, health_address=health_address)
         code = _supernode(argv, env, server, max_wait)
         # Flower exits with status 1 for every error; its own code is only printed in the log.
         if (code != 0 and _refused.is_set() and not _stopping.is_set() and attempt < MAX_REJOINS

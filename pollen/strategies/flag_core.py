@@ -10,7 +10,9 @@ Why it is built this way:
   Σ_{i≠j} c_ij (x_i−x_j)(x_i−x_j)ᵀ = X·2L(c)·Xᵀ with L the graph Laplacian of c, so F = M^{1/2}.
 - Deviations from the reference (spec §9): no CSV side effects; a deterministic init (the flag mean)
   instead of a random one; IRLS runs to convergence and returns the best iterate, never a worse one;
-  and the default output scale is `median_norm` (see `flag_aggregate`).
+  the default output scale is `median_norm`; and by default the projected sum uses norm-clipped
+  raw updates and near-copies share one vote (combine="clipped", dedup_tol; see flag_weights for
+  why and the measurements). The paper's aggregator stays selectable (`flag_aggregate`).
 - λ keeps the reference semantics: a pair column is scaled by λ/(p(p−1)), so its scatter weight (and
   the objective term IRLS minimises) carries (λ/(p(p−1)))²; spec §4.2 writes that factor unsquared,
   which does not match the reference weights of §4.3.
@@ -25,8 +27,15 @@ import numpy as np
 import torch
 
 from pollen.errors import ConfigError, PayloadError
+from pollen.strategies.flag_weights import (
+    client_weights,
+    clipped_magnitudes,
+    dedup_weights,
+    weighted_median,
+)
 
 SCALES = ("median_norm", "reference")
+COMBINES = ("clipped", "unit")
 INITS = ("flag_mean", "random")
 _GRAM_CHUNK_ELEMS = 1 << 21  # float64 elements per Gram chunk (16 MiB; cache-friendlier)
 _RANK_RTOL = 1e-10  # eigenvalues of CᵀC below this fraction of the largest are treated as zero
@@ -43,6 +52,7 @@ class FlagResult:
     converged: bool  # relative objective change fell below tol
     sines: torch.Tensor  # (n,) sin of the angle between each client's direction and Y (≈1: outlier)
     norms: torch.Tensor  # (n,) raw update norms (float64)
+    weights: torch.Tensor  # (n,) effective client weights ω_i (sum n) after dedup_tol
 
     @property
     def rank(self) -> int:
@@ -120,15 +130,8 @@ def irls_step(
     return _top_subspace(factor, gx, m)
 
 
-def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
-    order = torch.argsort(values)
-    cum = torch.cumsum(weights[order], 0)
-    idx = int(torch.searchsorted(cum, 0.5 * cum[-1]))
-    return float(values[order][min(idx, values.numel() - 1)])
-
-
 def _check_args(updates: torch.Tensor, m: int, lam: float, max_iters: int, tol: float, eps: float,
-                scale: str, init: str) -> None:
+                scale: str, init: str, combine: str, dedup_tol: float) -> None:
     if updates.ndim != 2 or updates.shape[0] == 0 or updates.shape[1] == 0:
         raise ConfigError(f"flag_aggregate needs a non-empty (n_clients, d) matrix, got shape "
                           f"{tuple(updates.shape)}")
@@ -147,16 +150,10 @@ def _check_args(updates: torch.Tensor, m: int, lam: float, max_iters: int, tol: 
         raise ConfigError(f"flag scale {scale!r} unknown; choose one of: {', '.join(SCALES)}")
     if init not in INITS:
         raise ConfigError(f"flag init {init!r} unknown; choose one of: {', '.join(INITS)}")
-
-
-def _client_weights(weights: torch.Tensor | Sequence[float] | None, n: int) -> torch.Tensor:
-    """Client weights normalised to sum to n (uniform weights give the reference objective)."""
-    if weights is None:
-        return torch.ones(n, dtype=torch.float64)
-    w = torch.as_tensor(weights, dtype=torch.float64).detach().cpu().reshape(-1)
-    if w.numel() != n or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or w.sum() <= 0:
-        raise ConfigError(f"flag weights must be {n} finite non-negative numbers with a positive sum")
-    return w * (n / w.sum())
+    if combine not in COMBINES:
+        raise ConfigError(f"flag combine {combine!r} unknown; choose one of: {', '.join(COMBINES)}")
+    if not 0.0 <= dedup_tol < 1.0:
+        raise ConfigError(f"flag dedup_tol must be in [0, 1) (0 disables), got {dedup_tol}")
 
 
 def flag_aggregate(
@@ -170,6 +167,8 @@ def flag_aggregate(
     weights: torch.Tensor | Sequence[float] | None = None,
     scale: str = "median_norm",
     init: str = "flag_mean",
+    combine: str = "clipped",
+    dedup_tol: float = 0.01,
 ) -> FlagResult:
     """Flag-median aggregate of client updates (rows of `updates`, shape (n, d)).
 
@@ -179,13 +178,19 @@ def flag_aggregate(
     rates keep their meaning; identical updates g then aggregate to exactly g. `weights` (e.g. sample
     counts) weight both the objective and the projected sum. init="random" reproduces the reference's
     seeded random start (drawn inside span{x_i}); the default starts from the flag mean.
+    combine="unit" sums unit vectors as the paper does; "clipped" (default, a documented
+    deviation, see flag_weights) sums each update at its own length clipped at the weighted median
+    norm τ: Y Yᵀ Σ ω_i·min(‖g_i‖, τ)·x_i. dedup_tol > 0 (default 0.01) divides each client's weight
+    ω_i by the number of near-copies of its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum
+    and τ alike; 0 disables it. The paper's aggregator is combine="unit", dedup_tol=0,
+    scale="reference".
     Runs on the updates' device for the O(nd) passes; the n×n IRLS runs on CPU in float64.
     """
     if isinstance(updates, np.ndarray):
         updates = torch.from_numpy(updates)
-    _check_args(updates, m, lam, max_iters, tol, eps, scale, init)
+    _check_args(updates, m, lam, max_iters, tol, eps, scale, init, combine, dedup_tol)
     n = updates.shape[0]
-    cw = _client_weights(weights, n)
+    cw = client_weights(weights, n)
     gram = gram_matrix(updates)
     if not bool(torch.isfinite(gram).all()):
         raise PayloadError("updates contain NaN/Inf or overflow float64; drop them with "
@@ -193,6 +198,7 @@ def flag_aggregate(
     norms = gram.diagonal().clamp_min(0.0).sqrt()
     inv = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     gx = gram * inv[:, None] * inv[None, :]
+    cw = dedup_weights(cw, gx, dedup_tol)
     kappa2 = (lam / (n * (n - 1))) ** 2 if n > 1 else 0.0
 
     if init == "random":
@@ -218,13 +224,14 @@ def flag_aggregate(
         f_prev = f
 
     _, psq = _proj_sq(gx, best_a)
-    coef = best_a @ (best_a.T @ (gx @ cw))  # Y Yᵀ Σ ω_i x_i = X·coef
+    tau = weighted_median(norms, cw)
+    mags = cw if combine == "unit" else cw * clipped_magnitudes(norms, tau)
+    coef = best_a @ (best_a.T @ (gx @ mags))  # Y Yᵀ Σ ω_i s_i x_i = X·coef
     if scale == "reference":
         coef = coef / m
     else:
         size = float(coef @ gx @ coef)
-        target = _weighted_median(norms, cw)
-        coef = coef * (target / size**0.5) if size > 0 else torch.zeros_like(coef)
+        coef = coef * (tau / size**0.5) if size > 0 else torch.zeros_like(coef)
     lift = (coef * inv).to(device=updates.device, dtype=updates.dtype)
     return FlagResult(
         aggregate=lift @ updates,
@@ -234,6 +241,7 @@ def flag_aggregate(
         converged=converged,
         sines=(1.0 - psq).clamp_min(0.0).sqrt(),
         norms=norms,
+        weights=cw,
     )
 
 

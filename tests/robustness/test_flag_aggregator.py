@@ -33,7 +33,7 @@ def test_identical_updates_give_the_update_back():
 def test_reference_scale_identical_updates_norm_is_p_over_m():
     g = torch.randn(777, generator=torch.Generator().manual_seed(1)) * 3.0
     p, m = 6, 4
-    res = flag_aggregate(g.repeat(p, 1), m=m, scale="reference")
+    res = flag_aggregate(g.repeat(p, 1), m=m, scale="reference", combine="unit")
     assert _cos(res.aggregate, g) == pytest.approx(1.0, abs=1e-6)
     assert float(res.aggregate.norm()) == pytest.approx(p / m, rel=1e-5)
 

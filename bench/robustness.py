@@ -16,7 +16,9 @@ Dirichlet(0.5) over `--clients` clients by label, `--eval` held-out examples for
 client trains `--local-steps` SGD steps (batch 32) per round; all clients take part every round.
 Baselines get the true attacker count (oracle knowledge): multikrum uses f and selects n−f,
 trimmedmean trims β = max(f/n, 0.1) per side; median has no knob. Flag knows nothing about f:
-m = ⌈n/2⌉, λ = 0, median-norm scale, server lr 0.5 (row `flag`; --flag-params overrides), and
+m = ⌈n/2⌉, λ = 0, median-norm scale, near-copies share one vote (dedup_tol 0.01), server lr 0.5
+(row `flag`; --flag-params overrides), row `flag-paper` is the paper's rule (every unit vector a
+full vote: combine "unit", dedup_tol 0), and
 row `flag+mom` adds the reference's server momentum 0.9 (lr 0.1) — momentum would help the
 baselines too, so compare baselines with the `flag` row.
 Accuracy = mean test accuracy over the last `--last` rounds (default 5 of 30): several rules
@@ -64,6 +66,7 @@ ROWS: dict[str, tuple[str, dict | None]] = {
     # server_lr 0.5: tuned on the clean run only (1.0 oscillates: the median-norm step is larger
     # than a mean of disagreeing non-IID updates).
     "flag": ("flag", {"server_lr": 0.5}),
+    "flag-paper": ("flag", {"server_lr": 0.5, "combine": "unit", "dedup_tol": 0.0}),
     # The reference's server optimizer (SGD, momentum 0.9, spec §4.3 step 7); lr 0.1 ≈ 1/(1−β)·0.01…
     "flag+mom": ("flag", {"server_lr": 0.1, "server_momentum": 0.9}),
 }

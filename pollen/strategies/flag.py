@@ -6,7 +6,8 @@ Each reply's update Δ_i = local − global (all tensors flattened in the global
 spec §4.3 step 7). Clients still send their full local state, so the strategy works with Pollen's
 ordinary ClientApp. Parameters ([strategy.params]): m, lam, max_iters, tol, scale, combine,
 dedup_tol, server_lr, server_momentum, weighted. The paper's aggregator is combine = "unit",
-dedup_tol = 0 (the defaults, "clipped" and 0.01, are flag_weights' measured improvement).
+dedup_tol = 0; the default dedup_tol = 0.01 (near-copies share one vote) is flag_weights'
+measured improvement, combine = "clipped" an option against tiny updates that are not copies.
 
 Design decisions (see also flag_core's docstring for the deviations from the reference code):
 - Unweighted by default (`weighted = false`): `num-examples` is self-reported, and one attacker
@@ -59,7 +60,7 @@ class FlagAggregator(FedAvg):
     """Byzantine-robust aggregation of client updates with the Flag Aggregator (Almasi et al. 2024)."""
 
     def __init__(self, *, m: int | None = None, lam: float = 0.0, max_iters: int = 50,
-                 tol: float = 1e-6, scale: str = "median_norm", combine: str = "clipped",
+                 tol: float = 1e-6, scale: str = "median_norm", combine: str = "unit",
                  dedup_tol: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.0,
                  weighted: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -157,7 +158,7 @@ def build(ctx: StrategyContext) -> FlagAggregator:
                           f"(default ⌈n/2⌉)")
     if p.get("scale", "median_norm") not in SCALES:
         raise ConfigError(f"strategy.params.scale = {p['scale']!r}; choose one of: {', '.join(SCALES)}")
-    if p.get("combine", "clipped") not in COMBINES:
+    if p.get("combine", "unit") not in COMBINES:
         raise ConfigError(f"strategy.params.combine = {p['combine']!r}; choose one of: "
                           f"{', '.join(COMBINES)}")
     if not 0.0 <= p.get("dedup_tol", 0.01) < 1.0:

@@ -10,9 +10,10 @@ Why it is built this way:
   Σ_{i≠j} c_ij (x_i−x_j)(x_i−x_j)ᵀ = X·2L(c)·Xᵀ with L the graph Laplacian of c, so F = M^{1/2}.
 - Deviations from the reference (spec §9): no CSV side effects; a deterministic init (the flag mean)
   instead of a random one; IRLS runs to convergence and returns the best iterate, never a worse one;
-  the default output scale is `median_norm`; and by default the projected sum uses norm-clipped
-  raw updates and near-copies share one vote (combine="clipped", dedup_tol; see flag_weights for
-  why and the measurements). The paper's aggregator stays selectable (`flag_aggregate`).
+  the default output scale is `median_norm`; and by default near-copies of one direction share
+  one vote (dedup_tol), with norm-clipped raw updates in the projected sum as an option
+  (combine="clipped"); see flag_weights for why and the measurements. The paper's aggregator stays
+  selectable (`flag_aggregate`).
 - λ keeps the reference semantics: a pair column is scaled by λ/(p(p−1)), so its scatter weight (and
   the objective term IRLS minimises) carries (λ/(p(p−1)))²; spec §4.2 writes that factor unsquared,
   which does not match the reference weights of §4.3.
@@ -167,7 +168,7 @@ def flag_aggregate(
     weights: torch.Tensor | Sequence[float] | None = None,
     scale: str = "median_norm",
     init: str = "flag_mean",
-    combine: str = "clipped",
+    combine: str = "unit",
     dedup_tol: float = 0.01,
 ) -> FlagResult:
     """Flag-median aggregate of client updates (rows of `updates`, shape (n, d)).
@@ -178,11 +179,11 @@ def flag_aggregate(
     rates keep their meaning; identical updates g then aggregate to exactly g. `weights` (e.g. sample
     counts) weight both the objective and the projected sum. init="random" reproduces the reference's
     seeded random start (drawn inside span{x_i}); the default starts from the flag mean.
-    combine="unit" sums unit vectors as the paper does; "clipped" (default, a documented
-    deviation, see flag_weights) sums each update at its own length clipped at the weighted median
-    norm τ: Y Yᵀ Σ ω_i·min(‖g_i‖, τ)·x_i. dedup_tol > 0 (default 0.01) divides each client's weight
-    ω_i by the number of near-copies of its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum
-    and τ alike; 0 disables it. The paper's aggregator is combine="unit", dedup_tol=0,
+    combine="unit" (default) sums unit vectors as the paper does; "clipped" sums each update at its
+    own length clipped at the weighted median norm τ: Y Yᵀ Σ ω_i·min(‖g_i‖, τ)·x_i, so tiny
+    updates weigh little even when they are not copies (see flag_weights). dedup_tol > 0 (default
+    0.01, a documented deviation) divides each client's weight ω_i by the number of near-copies of
+    its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum and τ alike; 0 disables it. The paper's aggregator is combine="unit", dedup_tol=0,
     scale="reference".
     Runs on the updates' device for the O(nd) passes; the n×n IRLS runs on CPU in float64.
     """

@@ -5,7 +5,8 @@ full vote whatever its length, and so does every copy of the same update. Measur
 robustness bench (docs/benchmarks.md) that is exactly how IPM (Δ_mal = −0.1·μ, Xie et al. UAI'19) and
 Min-Max (Shejwalkar & Houmansadr NDSS'21) got through: f identical vectors pointing against the
 honest mean, each counted as a full honest client, cancel most of the mean's direction when honest
-non-IID updates are themselves only weakly aligned (pairwise cosine ≈ 0.1 there). Two remedies:
+non-IID updates are themselves only weakly aligned (pairwise cosine ≈ 0.1 there). Two remedies,
+each selectable on its own (flag_aggregate's dedup_tol and combine):
 
 - `collinear_counts`: colluding attackers of these attacks send one vector f times. Sybil defences
   such as FoolsGold (Fung, Yoon, Beschastnikh, RAID 2020) down-weight clients whose updates are too
@@ -17,7 +18,12 @@ non-IID updates are themselves only weakly aligned (pairwise cosine ≈ 0.1 ther
 - `clipped_magnitudes`: the projected sum uses each update at its own length, clipped at the
   weighted median norm τ (norm clipping as in DP-FedAvg / centred clipping, Karimireddy, He, Jaggi
   ICML 2021), so a tiny IPM vector weighs by its size while a huge one weighs no more than a typical
-  honest update.
+  honest update. Unlike the copy count it also holds when tiny attacker vectors are decorrelated.
+
+Measured (bench/robustness.py, 25 clients, 5 attackers, seeds 0–2; docs/benchmarks.md): near-copy
+weights alone take IPM and Min-Max from 8–9 points below the clean run to ≈ 0; clipping alone fixes
+IPM but leaves Min-Max 2.2 below (its vectors have honest-sized norms); both together cost ~0.5–1
+point under sign flipping and on the clean run. Hence the defaults: dedup_tol = 0.01, unit sum.
 """
 
 from __future__ import annotations

@@ -126,6 +126,13 @@ def test_m_larger_than_the_sampled_clients_is_a_config_error():
     with pytest.raises(ConfigError, match="scale"):
         _flag(5, scale="huge")
     assert _flag(5, m=5, lam=2, scale="reference", server_lr=0.5).m == 5
+    with pytest.raises(ConfigError, match="combine"):
+        _flag(5, combine="sum")
+    with pytest.raises(ConfigError, match="dedup_tol"):
+        _flag(5, dedup_tol=1.5)
+    paper = _flag(5, combine="unit", dedup_tol=0)  # an int from TOML is accepted as a float
+    assert (paper.combine, paper.dedup_tol) == ("unit", 0.0)
+    assert (_flag(5).combine, _flag(5).dedup_tol) == ("unit", 0.01)
 
 
 def test_bulyan_needs_4f_plus_3_clients_and_krum_is_registered():

@@ -18,10 +18,12 @@ command for the figures in docs/benchmarks.md:
     sudo .venv/bin/python bench/slow_link.py --clients 4 --rounds 2 \
         --codecs none "topz:0.05 > kmeans:16 > zstd"
 
-Tiny config (minutes; how this script was validated):
+Tiny config (about 5 minutes for 4 runs; how this script was validated):
 
-    sudo .venv/bin/python bench/slow_link.py --clients 2 --rounds 2 --codecs none "topz:0.05 > kmeans:16 > zstd" \
-        --model minilm-l6 --dataset tweets --set data.max_client_examples=64 --set train.local_steps=3
+    sudo .venv/bin/python bench/slow_link.py --clients 2 --rounds 2 \
+        --codecs none "topz:0.05 > kmeans:16 > zstd" --model minilm-l6 --dataset tweets \
+        --set data.max_client_examples=64 --set data.eval_size=128 --set model.max_length=32 \
+        --set train.local_steps=3
 
 Options it does not know (--model, --dataset, --config, --set K=V, ...) go to `pollen server`.
 `s/round` is the mean of rounds 2..R (round 1 also waits for the clients to join and load the
@@ -43,7 +45,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slow_link_net import (  # noqa: I001  (after the path insert above)
-    Link, SlowLinks, missing_tools, plan_links, probe, rate_bps, shielded)
+    Link, SlowLinks, missing_tools, plan_links, probe, rate_bps)
+from slow_link_procs import Procs
 
 ROOT = Path(__file__).resolve().parents[1]
 # `pollen server` flags this script sets itself; passing them through would be silently overridden.
@@ -158,40 +161,6 @@ def rounds_table(results: list[dict[str, Any]]) -> str:
                      "eval_loss"], rows)
 
 
-class Procs:
-    """Every process this script started, each in its own session so its whole group can be ended."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-        with open(log, "ab") as fh:
-            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True, cwd=ROOT)
-        self.live.append(p)
-        return p
-
-    def stop_all(self, grace: float = 10.0) -> None:
-        with shielded():
-            self._stop(grace)
-
-    def _stop(self, grace: float) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            for p in self.live:
-                if p.poll() is None:
-                    try:
-                        os.killpg(p.pid, sig)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + wait
-            for p in self.live:
-                try:
-                    p.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-        self.live = [p for p in self.live if p.poll() is None]
-
-
 def tail(path: Path, n: int = 2500) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
@@ -204,18 +173,13 @@ def run_once(args: argparse.Namespace, extra: list[str], net: SlowLinks, procs: 
     net.shape(shaped)
     up0, down0 = net.wire_bytes()
     t0 = time.monotonic()
-    server = procs.start(server_argv(args, codec, certs, out / "run", extra), out / "server.log", env)
-    clients = [procs.start(client_argv(ln, args.port, certs, args.clients), out / f"client-{ln.index}.log",
-                           env) for ln in net.links]
-    try:
-        code = server.wait(args.timeout)
-    except subprocess.TimeoutExpired:
-        code = None
+    server = procs.start(server_argv(args, codec, certs, out / "run", extra), out / "server.log",
+                         env, ROOT)
+    clients = [procs.start(client_argv(ln, args.port, certs, args.clients),
+                           out / f"client-{ln.index}.log", env, ROOT) for ln in net.links]
+    code = procs.wait(server, args.timeout)
     for c in clients:  # they leave by themselves once the server is gone for --max-wait
-        try:
-            c.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
+        procs.wait(c, 60)
     procs.stop_all()
     if code != 0:
         raise RuntimeError(f"server {'timed out' if code is None else f'exited with {code}'} "
@@ -270,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing := missing_tools():
         print(f"error: {', '.join(missing)} not found; install iproute2", file=sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # even if started with SIGINT ignored
         signal.signal(sig, _interrupt)
     links = plan_links(args.clients, args.prefix)
     out = Path(args.out).resolve()

@@ -12,6 +12,7 @@ the rest calls `ip`/`tc` and is only used by the benchmark.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -81,6 +82,10 @@ def parse_tc_stats(text: str) -> dict[str, int]:
 
 
 def missing_tools() -> list[str]:
+    """`ip`/`tc` not found; /usr/sbin and /sbin are added to PATH first (a user's PATH may lack them)."""
+    path = os.environ.get("PATH", "")
+    extra = [d for d in ("/usr/sbin", "/sbin") if d not in path.split(os.pathsep)]
+    os.environ["PATH"] = os.pathsep.join(filter(None, [path, *extra]))
     return [t for t in ("ip", "tc") if shutil.which(t) is None]
 
 
@@ -165,7 +170,10 @@ class SlowLinks:
         with shielded():
             for ln in self.links:
                 for pid in _run("ip", "netns", "pids", ln.netns, check=False).stdout.split():
-                    _run("kill", "-9", pid, check=False)
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
                 _run("ip", "netns", "del", ln.netns, check=False)
                 _run("ip", "link", "del", ln.host_dev, check=False)  # gone with the netns, normally
 

@@ -1,4 +1,4 @@
-"""Round time of a REAL deployment when every client sits behind its own slow link.
+r"""Round time of a REAL deployment when every client sits behind its own slow link.
 
 Runs `pollen certs`, `pollen server` (TLS + node authentication, listening on 0.0.0.0) and N
 `pollen client` processes, each client in its own network namespace whose veth line is shaped by
@@ -26,6 +26,8 @@ Tiny config (about 5 minutes for 4 runs; how this script was validated):
         --set train.local_steps=3
 
 Options it does not know (--model, --dataset, --config, --set K=V, ...) go to `pollen server`.
+On a slow machine add `--set run.round_timeout=1800`: a client that misses the round timeout
+(600 s by default) is left out of that round, and the script warns about such rounds.
 `s/round` is the mean of rounds 2..R (round 1 also waits for the clients to join and load the
 model), or round 1 when R = 1.
 """
@@ -65,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--probe-bytes", type=int, default=250_000, help="self-check transfer size")
     p.add_argument("--prefix", default="10.77", help="first two octets of the link subnets")
     p.add_argument("--port", type=int, default=9192, help="server port")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per run")
+    p.add_argument("--timeout", type=float, default=7200.0, help="seconds allowed per run")
     p.add_argument("--out", default="runs/slow-link", help="logs, run outputs and results.json")
     args, extra = p.parse_known_args(argv)
     if args.rounds < 1:
@@ -274,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"(overlimits {st['down']['overlimits']}, dropped {st['down']['dropped']}), "
                   f"up {st['up']['bytes']:,} B (overlimits {st['up']['overlimits']}, "
                   f"dropped {st['up']['dropped']})")
+    for r in results:
+        short = [row["round"] for row in r["rounds"] if row["round"] >= 1
+                 and row["clients"] < args.clients]
+        if short:
+            print(f"warning: `{r['codec']}` {r['link']}: rounds {short} aggregated fewer than "
+                  f"{args.clients} clients (round timeout?); their times are not comparable")
     print(f"\nresults: {out / 'results.json'}")
     return 0
 

@@ -81,6 +81,13 @@ def parse_tc_stats(text: str) -> dict[str, int]:
     return dict(zip(keys, map(int, m.groups()))) if m else dict.fromkeys(keys, 0)
 
 
+def stale_indices(netns_list: str, link_list: str) -> set[int]:
+    """Client indices that still have a namespace (`ip netns list`) or host end (`ip -o link`)."""
+    found = re.findall(rf"^{NS_PREFIX}(\d+)\b", netns_list, re.MULTILINE)
+    found += re.findall(r"^\d+: pslow(\d+)h[@:]", link_list, re.MULTILINE)
+    return {int(i) for i in found}
+
+
 def missing_tools() -> list[str]:
     """`ip`/`tc` not found; /usr/sbin and /sbin are added to PATH first (a user's PATH may lack them)."""
     path = os.environ.get("PATH", "")
@@ -116,7 +123,7 @@ class SlowLinks:
         self._bps = rate_bps(rate)
 
     def __enter__(self) -> Self:
-        self.teardown()  # leftovers of a run that was killed with -9
+        self._remove_stale()
         try:
             for ln in self.links:
                 _run("ip", "netns", "add", ln.netns)
@@ -164,6 +171,13 @@ class SlowLinks:
             up += int((stats / "rx_bytes").read_text())
             down += int((stats / "tx_bytes").read_text())
         return up, down
+
+    def _remove_stale(self) -> None:
+        """Leftovers of a run killed with -9 (any client count): our namespaces and host ends."""
+        stale = stale_indices(_run("ip", "netns", "list", check=False).stdout,
+                              _run("ip", "-o", "link", "show", check=False).stdout)
+        SlowLinks(plan_links(max(stale) + 1) if stale else [], self.rate).teardown()
+        self.teardown()
 
     def teardown(self) -> None:
         """Kill what still runs inside our namespaces (all started by this script), then delete."""

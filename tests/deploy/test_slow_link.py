@@ -53,6 +53,16 @@ def test_tc_counters_parse_and_default_to_zero():
         "bytes": 0, "packets": 0, "dropped": 0, "overlimits": 0}
 
 
+def test_stale_links_of_a_killed_run_are_found_whatever_their_count():
+    netns = "pollen-slow-7 (id: 3)\nother-ns\npollen-slow-1\n"
+    links = ("1: lo: <LOOPBACK,UP> mtu 65536\n"
+             "12: pslow9h@if11: <BROADCAST,MULTICAST,UP> mtu 1500\n"
+             "13: pslow2n: <BROADCAST> mtu 1500\n"
+             "14: eth0@if5: <BROADCAST> mtu 1500\n")
+    assert net.stale_indices(netns, links) == {1, 7, 9}
+    assert net.stale_indices("", "") == set()
+
+
 def test_args_forward_unknown_options_to_the_server_and_refuse_clashes(capsys):
     args, extra = slow_link.parse_args(["--clients", "2", "--codecs", "none", "topz:0.05 > zstd",
                                         "--model", "minilm-l6", "--set", "data.max_client_examples=64"])

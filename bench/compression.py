@@ -96,7 +96,12 @@ def main() -> None:
                          "synthetic); several files also give the error-feedback table")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--codecs", nargs="+", metavar="SPEC",
+                    help="codec specs to compare (default: the FedZip/ComPEFT/ours rows); also "
+                         "used for the error-feedback table")
     args = ap.parse_args()
+    rows = [(spec, spec) for spec in args.codecs] if args.codecs else ROWS
+    ef_codecs = args.codecs or EF_CODECS
     try:
         import torch
 
@@ -120,7 +125,7 @@ def main() -> None:
     print("| codec | spec | ratio | bits/param | rel. error | encode MB/s | decode MB/s "
           "| enc+dec MB/s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for label, spec in ROWS:
+    for label, spec in rows:
         codec = Codec.parse(spec)
         t_enc, blob = timed(lambda c=codec: c.encode(first), args.repeat)
         t_dec, dec = timed(lambda b=blob: decode_update(b, expected=expected), args.repeat)
@@ -134,7 +139,7 @@ def main() -> None:
         print("| codec | error feedback | effective ratio | rel. error of the sum |")
         print("|---|---|---:|---:|")
         truth = {k: sum(r[k] for r in rounds) for k in first}
-        for spec in EF_CODECS:
+        for spec in ef_codecs:
             for use_ef in (False, True):
                 codec = Codec.parse(spec)
                 ef = ErrorFeedback(codec)

@@ -1,0 +1,237 @@
+"""A guard process between Pollen and each Flower process, so that nothing Flower starts outlives Pollen.
+
+Why: the SuperLink starts `flwr-serverapp` or `flwr-simulation`, and the latter starts Ray
+(gcs_server, raylet, `ray::ClientAppActor` workers). `PR_SET_PDEATHSIG` reaches a direct child only,
+and when a parent dies its children are re-parented to init, out of reach. A process group and
+`killpg` are not enough either: Ray starts its daemons in new sessions, and after a `kill -9` of
+Pollen nobody is left to call `killpg`. Something must outlive Pollen, know every descendant, and
+act when Pollen dies. That is this guard.
+
+How (Linux): `guarded(argv)` turns a command into `python -I .../reaper.py --parent PID -- argv`.
+The guard
+
+1. marks itself a child subreaper (`PR_SET_CHILD_SUBREAPER`): every process orphaned below it is
+   re-parented to it, so all descendants stay reachable through /proc parent links;
+2. asks for SIGTERM when Pollen dies, even by `kill -9` (`PR_SET_PDEATHSIG`), and compares
+   `getppid()` with PID to close the race with a Pollen that died before that call;
+3. runs argv as its only child, with `PR_SET_PDEATHSIG=SIGKILL` (a backstop should the guard itself
+   be SIGKILLed), and forwards SIGTERM, SIGINT and SIGHUP to it. The child then has `GRACE` seconds
+   to exit; a second signal, or the end of the grace, SIGKILLs the child and everything below it;
+4. once the child has exited, SIGTERMs every remaining descendant, SIGKILLs those still alive after
+   `LEFTOVER_GRACE` seconds, reaps them all, and exits with the child's status (a child killed by
+   signal N makes the guard die by signal N, so the caller sees the same return code).
+
+It runs by file path with `-I`: stdlib only, independent of the working directory, `sys.path` and
+`PYTHON*` variables, and always the same file as the Pollen that started it.
+
+Elsewhere (no `prctl`), `guarded` returns argv unchanged and Pollen behaves as before: the child
+runs in its own process group, which `launch.Proc.stop` kills.
+
+Limits: `PR_SET_PDEATHSIG` fires when the *thread* that started the guard ends, so start it from a
+thread that lives as long as the run (Pollen starts it from the main thread). A `kill -9` of the
+guard itself kills its child (backstop above) but leaves deeper descendants to init.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+GRACE = 7.0  # seconds the child has to exit after a forwarded signal; below launch.Proc.stop's 10
+LEFTOVER_GRACE = 2.0  # seconds the leftovers have between SIGTERM and SIGKILL
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_WATCHED = {signal.SIGCHLD, *_STOP_SIGNALS}
+
+
+def _prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def available() -> bool:
+    """True where the guard can do its job (Linux with prctl)."""
+    return _prctl() is not None
+
+
+def guarded(argv: list[str]) -> list[str]:
+    """argv run under a guard that ends with this process; argv itself where no guard is possible."""
+    if not available():
+        return list(argv)
+    return [sys.executable, "-I", str(Path(__file__).resolve()), "--parent", str(os.getpid()),
+            "--", *argv]
+
+
+# --- the guard process ------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(f"pollen-reaper[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def _proc_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state letter, command name), from /proc/*/stat."""
+    table: dict[int, tuple[int, str, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                raw = fh.read().decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        comm = raw[raw.find("(") + 1:raw.rfind(")")]
+        fields = raw[raw.rfind(")") + 2:].split()
+        table[int(entry)] = (int(fields[1]), fields[0], comm)
+    return table
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Live (non-zombie) processes below `root`: pid -> command name."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for kid in children.get(pid, ()):
+            if kid not in found and kid != root:
+                found[kid] = table[kid][2]
+                frontier.append(kid)
+    return {pid: name for pid, name in found.items() if table[pid][1] != "Z"}
+
+
+def _signal_all(pids: object, sig: int) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap(child: int) -> int | None:
+    """Reap every exited child (orphans included); the wait status of `child` if it was among them."""
+    status = None
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if pid == 0:
+            return status
+        if pid == child:
+            status = st
+
+
+def _supervise(child: int, grace: float) -> int:
+    """Wait for the child, forwarding stop signals; its wait status."""
+    kill_at: float | None = None
+    while True:
+        status = _reap(child)
+        if status is not None:
+            return status
+        if kill_at is None:
+            info = signal.sigwaitinfo(_WATCHED)
+        else:
+            info = signal.sigtimedwait(_WATCHED, max(0.0, kill_at - time.monotonic()))
+        if info is not None and info.si_signo != signal.SIGCHLD:
+            if kill_at is None:
+                sig = signal.SIGTERM if info.si_signo == signal.SIGHUP else info.si_signo
+                _signal_all([child], sig)
+                kill_at = time.monotonic() + grace
+            else:  # a second stop signal: no more waiting
+                kill_at = time.monotonic()
+        if kill_at is not None and time.monotonic() >= kill_at:
+            _signal_all([child, *descendants(os.getpid())], signal.SIGKILL)
+            kill_at = time.monotonic() + 0.1  # checked again shortly, without spinning
+
+
+def _clear_leftovers(child: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL, every remaining descendant; return once none is left."""
+    me = os.getpid()
+    left = descendants(me)
+    if not left:
+        return
+    _log(f"stopping {len(left)} leftover process(es): {', '.join(sorted(set(left.values())))}")
+    sig, until = signal.SIGTERM, time.monotonic() + grace
+    hard_stop = until + 5.0
+    while left and time.monotonic() < hard_stop:
+        if sig == signal.SIGTERM and time.monotonic() >= until:
+            sig = signal.SIGKILL
+            _log(f"SIGKILL for {len(left)} process(es) that ignored SIGTERM")
+        _signal_all(left, sig)  # re-sent each pass: catches processes started meanwhile
+        signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+        _reap(child)
+        left = descendants(me)
+    _reap(child)
+
+
+def _exit_like(status: int) -> NoReturn:
+    """Exit the way the child did: same exit code, or death by the same signal."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child's core dump is enough
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be caught anyway
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal that does not kill by default
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _child_setup() -> None:
+    """In the forked child, before exec: normal signal mask, and death with the guard."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def main(args: list[str]) -> NoReturn:
+    if "--" not in args or args[:1] != ["--parent"] or len(args) < 4:
+        _log("usage: reaper.py --parent PID [--grace S] -- COMMAND [ARG...]")
+        os._exit(2)
+    split = args.index("--")
+    opts = dict(zip(args[:split:2], args[1:split:2], strict=True))
+    parent, grace, argv = int(opts["--parent"]), float(opts.get("--grace", GRACE)), args[split + 1:]
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    # Signals are taken with sigwaitinfo; a handler on SIGCHLD keeps it pending while blocked.
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+    if os.getppid() != parent:  # Pollen died before PR_SET_PDEATHSIG took hold
+        os._exit(128 + signal.SIGTERM)
+    try:
+        popen = subprocess.Popen(argv, preexec_fn=_child_setup)  # noqa: PLW1509
+    except OSError as e:
+        _log(f"cannot run {argv[0]!r}: {e}")
+        os._exit(127)
+    try:
+        status = _supervise(popen.pid, grace)
+        popen.returncode = os.waitstatus_to_exitcode(status)
+        _clear_leftovers(popen.pid, LEFTOVER_GRACE)
+    except BaseException as e:  # noqa: BLE001 - a bug here must not leave the tree running
+        _log(f"internal error ({e!r}); killing everything below")
+        _signal_all([popen.pid, *descendants(os.getpid())], signal.SIGKILL)
+        os._exit(1)
+    _exit_like(status)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -12,11 +12,15 @@ The guard
 
 1. marks itself a child subreaper (`PR_SET_CHILD_SUBREAPER`): every process orphaned below it is
    re-parented to it, so all descendants stay reachable through /proc parent links;
-2. asks for SIGTERM when Pollen dies, even by `kill -9` (`PR_SET_PDEATHSIG`), and compares
-   `getppid()` with PID to close the race with a Pollen that died before that call;
+2. learns when Pollen dies, even by `kill -9`: `PR_SET_PDEATHSIG` sends it `PARENT_GONE` (SIGUSR1,
+   not SIGTERM, so that it cannot be mistaken for `Proc.stop`'s polite SIGTERM), confirmed by
+   `getppid()` no longer being PID. The same test runs before the child starts and every
+   `PARENT_POLL` seconds, which covers a Pollen that died before the prctl call, and a signal
+   sent when only the spawning *thread* ended (`PR_SET_PDEATHSIG` is per thread);
 3. runs argv as its only child, with `PR_SET_PDEATHSIG=SIGKILL` (a backstop should the guard itself
    be SIGKILLed), and forwards SIGTERM, SIGINT and SIGHUP to it. The child then has `GRACE` seconds
-   to exit; a second signal, or the end of the grace, SIGKILLs the child and everything below it;
+   to exit; a second signal, or the end of the grace, SIGKILLs the child and everything below it.
+   When Pollen has died, the whole tree gets SIGTERM at once instead, and SIGKILL soon after;
 4. once the child has exited, SIGTERMs every remaining descendant, SIGKILLs those still alive after
    `LEFTOVER_GRACE` seconds, reaps them all, and exits with the child's status (a child killed by
    signal N makes the guard die by signal N, so the caller sees the same return code).
@@ -27,9 +31,8 @@ It runs by file path with `-I`: stdlib only, independent of the working director
 Elsewhere (no `prctl`), `guarded` returns argv unchanged and Pollen behaves as before: the child
 runs in its own process group, which `launch.Proc.stop` kills.
 
-Limits: `PR_SET_PDEATHSIG` fires when the *thread* that started the guard ends, so start it from a
-thread that lives as long as the run (Pollen starts it from the main thread). A `kill -9` of the
-guard itself kills its child (backstop above) but leaves deeper descendants to init.
+Limit: a `kill -9` of the guard itself kills its child (the backstop above) but leaves deeper
+descendants to init; nothing can prevent that short of a cgroup per run.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ GRACE = 7.0  # seconds the child has to exit after a forwarded signal; below lau
 LEFTOVER_GRACE = 2.0  # seconds the leftovers have between SIGTERM and SIGKILL
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+PARENT_POLL = 2.0  # seconds between checks that Pollen is still the parent
+PARENT_GONE = signal.SIGUSR1  # the guard's PR_SET_PDEATHSIG
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_WATCHED = {signal.SIGCHLD, *_STOP_SIGNALS}
+_WATCHED = {signal.SIGCHLD, PARENT_GONE, *_STOP_SIGNALS}
 
 
 def _prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -137,21 +142,40 @@ def _reap(child: int) -> int | None:
             status = st
 
 
-def _supervise(child: int, grace: float) -> int:
-    """Wait for the child, forwarding stop signals; its wait status."""
+def _parent_gone(parent: int, wait: float = 0.0) -> bool:
+    """Pollen has died: the guard was re-parented. With `wait`, give a dying Pollen's last threads
+    that long to go (a multi-threaded process is re-parented from only when all have exited)."""
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _supervise(child: int, parent: int, grace: float) -> int:
+    """Wait for the child, passing stop signals on; its wait status.
+
+    A stop signal (`Proc.stop`) goes to the child alone, which has `grace` seconds to shut down
+    politely. Pollen's death is a crash: the whole tree gets SIGTERM at once, and SIGKILL
+    `LEFTOVER_GRACE` s later, as a `kill -9` of Pollen killed the SuperLink at once before.
+    """
     kill_at: float | None = None
     while True:
         status = _reap(child)
         if status is not None:
             return status
-        if kill_at is None:
-            info = signal.sigwaitinfo(_WATCHED)
-        else:
-            info = signal.sigtimedwait(_WATCHED, max(0.0, kill_at - time.monotonic()))
-        if info is not None and info.si_signo != signal.SIGCHLD:
+        wait = PARENT_POLL if kill_at is None else max(0.0, kill_at - time.monotonic())
+        info = signal.sigtimedwait(_WATCHED, wait)
+        signo = None if info is None else info.si_signo
+        if kill_at is None and (signo == PARENT_GONE and _parent_gone(parent, wait=1.0)
+                                or signo is None and _parent_gone(parent)):
+            _log(f"Pollen (pid {parent}) is gone; stopping everything below")
+            _signal_all([child, *descendants(os.getpid())], signal.SIGTERM)
+            kill_at = time.monotonic() + LEFTOVER_GRACE
+        elif signo in _STOP_SIGNALS:
             if kill_at is None:
-                sig = signal.SIGTERM if info.si_signo == signal.SIGHUP else info.si_signo
-                _signal_all([child], sig)
+                _signal_all([child], signal.SIGTERM if signo == signal.SIGHUP else signo)
                 kill_at = time.monotonic() + grace
             else:  # a second stop signal: no more waiting
                 kill_at = time.monotonic()
@@ -211,19 +235,19 @@ def main(args: list[str]) -> NoReturn:
     prctl = _prctl()
     if prctl is not None:
         prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        prctl(_PR_SET_PDEATHSIG, int(PARENT_GONE))
     # Signals are taken with sigwaitinfo; a handler on SIGCHLD keeps it pending while blocked.
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
     if os.getppid() != parent:  # Pollen died before PR_SET_PDEATHSIG took hold
-        os._exit(128 + signal.SIGTERM)
+        os._exit(128 + PARENT_GONE)
     try:
         popen = subprocess.Popen(argv, preexec_fn=_child_setup)  # noqa: PLW1509
     except OSError as e:
         _log(f"cannot run {argv[0]!r}: {e}")
         os._exit(127)
     try:
-        status = _supervise(popen.pid, grace)
+        status = _supervise(popen.pid, parent, grace)
         popen.returncode = os.waitstatus_to_exitcode(status)
         _clear_leftovers(popen.pid, LEFTOVER_GRACE)
     except BaseException as e:  # noqa: BLE001 - a bug here must not leave the tree running

@@ -95,7 +95,7 @@ def test_death_of_pollen_takes_every_descendant_down(tmp_path: Path, how: signal
         launcher.wait(5)
         assert _wait_gone(pids, timeout=5.0) == []
         log = (tmp_path / "t.log").read_text()
-        assert "stopping 1 leftover process(es)" in log
+        assert f"Pollen (pid {launcher.pid}) is gone" in log
     finally:
         launcher.kill()
         launcher.wait()

@@ -153,18 +153,20 @@ def _parent_gone(parent: int, wait: float = 0.0) -> bool:
     return True
 
 
-def _supervise(child: int, parent: int, grace: float) -> int:
-    """Wait for the child, passing stop signals on; its wait status.
+def _supervise(child: int, parent: int, grace: float) -> tuple[int, float | None]:
+    """Wait for the child, passing stop signals on; its wait status, and when Pollen died, the
+    time by which the leftovers (which already had their SIGTERM) get SIGKILL.
 
     A stop signal (`Proc.stop`) goes to the child alone, which has `grace` seconds to shut down
     politely. Pollen's death is a crash: the whole tree gets SIGTERM at once, and SIGKILL
     `LEFTOVER_GRACE` s later, as a `kill -9` of Pollen killed the SuperLink at once before.
     """
     kill_at: float | None = None
+    crash_kill_at: float | None = None
     while True:
         status = _reap(child)
         if status is not None:
-            return status
+            return status, crash_kill_at
         wait = PARENT_POLL if kill_at is None else max(0.0, kill_at - time.monotonic())
         info = signal.sigtimedwait(_WATCHED, wait)
         signo = None if info is None else info.si_signo
@@ -172,7 +174,7 @@ def _supervise(child: int, parent: int, grace: float) -> int:
                                 or signo is None and _parent_gone(parent)):
             _log(f"Pollen (pid {parent}) is gone; stopping everything below")
             _signal_all([child, *descendants(os.getpid())], signal.SIGTERM)
-            kill_at = time.monotonic() + LEFTOVER_GRACE
+            kill_at = crash_kill_at = time.monotonic() + LEFTOVER_GRACE
         elif signo in _STOP_SIGNALS:
             if kill_at is None:
                 _signal_all([child], signal.SIGTERM if signo == signal.SIGHUP else signo)
@@ -185,23 +187,25 @@ def _supervise(child: int, parent: int, grace: float) -> int:
 
 
 def _clear_leftovers(child: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL, every remaining descendant; return once none is left."""
-    me = os.getpid()
+    """SIGTERM every remaining descendant, SIGKILL those left after `grace` s; return when none is."""
+    me, t0 = os.getpid(), time.monotonic()
     left = descendants(me)
     if not left:
         return
     _log(f"stopping {len(left)} leftover process(es): {', '.join(sorted(set(left.values())))}")
-    sig, until = signal.SIGTERM, time.monotonic() + grace
-    hard_stop = until + 5.0
-    while left and time.monotonic() < hard_stop:
-        if sig == signal.SIGTERM and time.monotonic() >= until:
-            sig = signal.SIGKILL
-            _log(f"SIGKILL for {len(left)} process(es) that ignored SIGTERM")
-        _signal_all(left, sig)  # re-sent each pass: catches processes started meanwhile
+    termed: set[int] = set()
+    while left and time.monotonic() < t0 + grace + 5.0:
+        if time.monotonic() < t0 + grace:
+            _signal_all(left.keys() - termed, signal.SIGTERM)  # once each, new ones included
+            termed |= left.keys()
+        else:
+            _signal_all(left, signal.SIGKILL)
         signal.sigtimedwait({signal.SIGCHLD}, 0.05)
         _reap(child)
         left = descendants(me)
     _reap(child)
+    _log(f"leftovers gone after {time.monotonic() - t0:.1f} s"
+         + (" (SIGKILL needed)" if time.monotonic() >= t0 + grace else ""))
 
 
 def _exit_like(status: int) -> NoReturn:
@@ -247,9 +251,10 @@ def main(args: list[str]) -> NoReturn:
         _log(f"cannot run {argv[0]!r}: {e}")
         os._exit(127)
     try:
-        status = _supervise(popen.pid, parent, grace)
+        status, crash_kill_at = _supervise(popen.pid, parent, grace)
         popen.returncode = os.waitstatus_to_exitcode(status)
-        _clear_leftovers(popen.pid, LEFTOVER_GRACE)
+        left_grace = LEFTOVER_GRACE if crash_kill_at is None else crash_kill_at - time.monotonic()
+        _clear_leftovers(popen.pid, max(0.0, left_grace))
     except BaseException as e:  # noqa: BLE001 - a bug here must not leave the tree running
         _log(f"internal error ({e!r}); killing everything below")
         _signal_all([popen.pid, *descendants(os.getpid())], signal.SIGKILL)

@@ -7,13 +7,13 @@ the resolved Pollen config), starts a SuperLink, and submits the app with `flwr 
 
 from __future__ import annotations
 
-import ctypes
+import errno
+import os
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pollen.config import PollenConfig
 from pollen.deploy.commands import superlink_command
 from pollen.errors import DeploymentError
 from pollen.flower_glue import CONFIG_KEY, OUT_KEY, RESUME_KEY
+from pollen.reaper import guarded
 from pollen.server.node_auth import flower_env as _flower_env
 from pollen.server.node_auth import flwr_executable
 
@@ -81,7 +82,11 @@ def write_app(cfg: PollenConfig, out: Path, *, resume: bool = False) -> Path:
 
 @dataclass
 class Proc:
-    """A child process with its log file; stopped politely, then firmly."""
+    """A child process with its log file; stopped politely, then firmly.
+
+    On Linux `popen` is the `pollen.reaper` guard around the command: it passes signals on, takes
+    every process the command started down with it, and exits with the command's status.
+    """
 
     name: str
     popen: subprocess.Popen
@@ -97,8 +102,17 @@ class Proc:
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+                self.popen.terminate()  # a second SIGTERM: the guard SIGKILLs everything at once
+                try:
+                    self.popen.wait(3)
+                except subprocess.TimeoutExpired:
+                    self.popen.kill()
+                    self.popen.wait(5)
+        # Without a guard (not Linux), or after a SIGKILL of the guard: what stayed in the group.
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if self._fh is not None:
             self._fh.close()  # type: ignore[attr-defined]
         return self.popen.returncode
@@ -110,37 +124,16 @@ class Proc:
             return ""
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: the child gets SIGKILL when the Pollen process dies, however it dies.
-
-    Children run in their own session (a Ctrl-C reaches Pollen, which stops them politely), so a
-    `kill -9` of `pollen server` alone would otherwise orphan the SuperLink, which would keep the
-    port and keep running the ServerApp (Flower's ServerApp exits with its SuperLink). The
-    SuperLink is part of the server: it dies with it.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_pdeathsig() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-
-    return set_pdeathsig
-
-
-_PR_SET_PDEATHSIG = 1
-
-
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
+    """Start argv in its own session (a Ctrl-C reaches Pollen, which stops it politely), under
+    `pollen.reaper`'s guard: when it ends, or when Pollen dies however it dies, every process it
+    started ends too."""
+    if shutil.which(argv[0], path=env.get("PATH")) is None:  # as Popen would, before any guard runs
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = log.open("ab")
-    popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                             stdin=subprocess.DEVNULL, start_new_session=True,
-                             # One prctl syscall, no locks taken: safe after fork.
-                             preexec_fn=_die_with_parent())  # noqa: PLW1509
+    popen = subprocess.Popen(guarded(argv), stdout=fh, stderr=subprocess.STDOUT, env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
     return Proc(name=name, popen=popen, log=log, _fh=fh)
 
 

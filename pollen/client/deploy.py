@@ -13,6 +13,7 @@ from pathlib import Path
 from pollen.deploy.commands import SUPERNODE_CONNECTION_ERROR, flower_exit_code, supernode_command
 from pollen.errors import ConfigError
 from pollen.launch import flower_env, free_port
+from pollen.reaper import guarded
 
 # Our process exit status when the server refused the node (exit statuses stop at 255).
 REFUSED_EXIT = 3
@@ -102,7 +103,9 @@ def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> b
 
 
 def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: float | None) -> int:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Under the reaper guard, so the SuperNode's own children (flwr-clientapp) end with this client.
+    proc = subprocess.Popen(guarded(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     threading.Thread(target=_relay, args=(proc,), daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:

@@ -25,7 +25,7 @@ def _rows(name: str) -> list[dict[str, Any]]:
         spec = name[3:].split(":")
         try:
             return list(datasets.load_dataset(spec[0], split=spec[1] if len(spec) > 1 else "train"))
-        except Exception as e:  # datasets raises many types; the message is what matters
+        except Exception as e:  # noqa: BLE001 - datasets raises many types; the message is what matters
             raise DataError(f"cannot load Hugging Face dataset {spec[0]!r}: {e}") from None
     path = Path(name)
     if not path.is_file():

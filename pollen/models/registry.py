@@ -65,5 +65,17 @@ MODELS.add("minilm-l6", ModelSpec(
             ("data.eval_size", 500))))
 
 
+# Supermask CNNs (FRL) train from scratch on every client every round. A client's full share of
+# fashion-mnist (3,000 images at 20 clients) makes a round take minutes on a 2-core CPU, so the demo
+# caps each client at 300 images and runs two single-core clients at a time
+# (`--set data.max_client_examples=0` uses everything). Measured in docs/frl.md.
+_SUPERMASK_RECIPE: tuple[tuple[str, object], ...] = (
+    ("data.max_client_examples", 300), ("simulation.client_cpus", 1.0))
+SUPERMASK_RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
+    "conv4-supermask": _SUPERMASK_RECIPE, "lenet-supermask": _SUPERMASK_RECIPE}
+
+
 def recipe_for(name: str) -> dict[str, object]:
+    if name in SUPERMASK_RECIPES:
+        return dict(SUPERMASK_RECIPES[name])
     return dict(MODELS.get(name).recipe) if name in MODELS else {}

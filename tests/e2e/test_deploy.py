@@ -20,7 +20,7 @@ def _pollen(*args: str, log) -> subprocess.Popen:
 def test_server_and_three_clients_run_two_rounds_and_exit_cleanly(tmp_path):
     cfg = tiny_config(tmp_path, rounds=2, clients=3)
     port = free_port()
-    logs = [open(tmp_path / f"{name}.log", "wb") for name in ("server", "c0", "c1", "c2")]
+    logs = [open(tmp_path / f"{name}.log", "wb") for name in ("server", "c0", "c1", "c2")]  # noqa: SIM115
     server = _pollen("server", "--config", str(cfg), "--insecure", "--port", str(port), log=logs[0])
     clients = []
     try:

@@ -25,7 +25,7 @@ def test_tls_run_with_node_auth_and_refusals(tmp_path):
         assert _pollen("certs", "--out", str(d), "--nodes", "2").wait(60) == 0
     cfg = tiny_config(tmp_path, rounds=1, clients=2)
     port = free_port()
-    server_log = open(tmp_path / "server.log", "w")
+    server_log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
     server = _pollen("server", "--config", str(cfg), "--certs", str(certs), "--port", str(port),
                      log=server_log)
     procs = [server]

@@ -56,8 +56,8 @@ def test_causal_lm_responses_are_shuffled_with_no_fixed_point():
 
 
 def test_cli_rejects_an_unknown_attack_before_starting_anything(tmp_path, capsys, monkeypatch):
-    from pollen.cli import main
     from pollen import federation as runner
+    from pollen.cli import main
 
     def boom(*a, **k):  # pragma: no cover - reaching it is the failure
         raise AssertionError("a process was started")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from pollen.client.identity import reply_partition
 from pollen.flower_glue import payload_bytes
 from pollen.server.decode import decode_replies
 from pollen.server.delegating_grid import DelegatingGrid
@@ -35,4 +36,16 @@ class MeteredGrid(DelegatingGrid):
         decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes)
         screened = screen_replies(messages, decoded)
         self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
-        return screened
+        return sorted(screened, key=arrival_independent_order)
+
+
+def arrival_independent_order(reply: Message) -> tuple[bool, int, int]:
+    """Sort key: declared partition id, then node id (Flower's node ids are random per run).
+
+    Replies arrive in whatever order clients finish, and float sums depend on order: two identical
+    runs drifted apart by up to 1.4e-4 per LoRA weight after 3 rounds once AdamW amplified the last
+    bits. Aggregating in partition order makes a run reproducible, and a resumed run equal to an
+    uninterrupted one. The id only orders replies; it grants nothing.
+    """
+    pid = reply_partition(reply)
+    return (pid is None, pid if pid is not None else 0, int(reply.metadata.src_node_id))

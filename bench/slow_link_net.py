@@ -192,21 +192,28 @@ class SlowLinks:
                 _run("ip", "link", "del", ln.host_dev, check=False)  # gone with the netns, normally
 
 
-_PROBE = """
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=120)
-n = int(sys.argv[3])
-if sys.argv[4] == "up":
-    s.sendall(b"\\0" * n); s.shutdown(socket.SHUT_WR); s.recv(1)
-else:
+def _send(sock: socket.socket, nbytes: int) -> None:
+    """Send nbytes, close our direction, wait for the peer's one-byte receipt."""
+    sock.sendall(b"\0" * nbytes)
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)
+
+
+def _receive(sock: socket.socket, nbytes: int) -> None:
+    """Read until nbytes arrived (or the peer closed), then send the receipt."""
     got = 0
-    while got < n:
-        chunk = s.recv(65536)
+    while got < nbytes:
+        chunk = sock.recv(65536)
         if not chunk:
             break
         got += len(chunk)
-    s.sendall(b"k")
-"""
+    sock.sendall(b"k")
+
+
+def _probe_peer(host: str, port: int, nbytes: int, direction: str) -> None:
+    """The namespace end of `probe` (run there as `python slow_link_net.py HOST PORT N DIR`)."""
+    with socket.create_connection((host, port), timeout=120) as sock:
+        (_send if direction == "up" else _receive)(sock, nbytes)
 
 
 def probe(link: Link, nbytes: int, direction: str) -> float:
@@ -219,24 +226,13 @@ def probe(link: Link, nbytes: int, direction: str) -> float:
         conn, _ = srv.accept()
         t0 = time.monotonic()
         with conn:
-            if direction == "up":
-                got = 0
-                while got < nbytes:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    got += len(chunk)
-                conn.sendall(b"k")
-            else:
-                conn.sendall(b"\0" * nbytes)
-                conn.shutdown(socket.SHUT_WR)
-                conn.recv(1)  # the client has everything
+            (_receive if direction == "up" else _send)(conn, nbytes)
         result["s"] = time.monotonic() - t0
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        subprocess.run(["ip", "netns", "exec", link.netns, sys.executable, "-c", _PROBE,
+        subprocess.run(["ip", "netns", "exec", link.netns, sys.executable, __file__,
                         link.host_ip, str(port), str(nbytes), direction], check=True, timeout=300)
         t.join(60)
     finally:
@@ -244,3 +240,7 @@ def probe(link: Link, nbytes: int, direction: str) -> float:
     if "s" not in result:
         raise RuntimeError(f"link probe ({direction}) through {link.netns} did not finish")
     return result["s"]
+
+
+if __name__ == "__main__":
+    _probe_peer(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

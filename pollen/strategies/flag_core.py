@@ -183,8 +183,8 @@ def flag_aggregate(
     own length clipped at the weighted median norm τ: Y Yᵀ Σ ω_i·min(‖g_i‖, τ)·x_i, so tiny
     updates weigh little even when they are not copies (see flag_weights). dedup_tol > 0 (default
     0.01, a documented deviation) divides each client's weight ω_i by the number of near-copies of
-    its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum and τ alike; 0 disables it. The paper's aggregator is combine="unit", dedup_tol=0,
-    scale="reference".
+    its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum and τ alike; 0 disables it. The
+    paper's aggregator is combine="unit", dedup_tol=0, scale="reference".
     Runs on the updates' device for the O(nd) passes; the n×n IRLS runs on CPU in float64.
     """
     if isinstance(updates, np.ndarray):

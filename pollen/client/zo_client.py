@@ -45,12 +45,12 @@ def _int(rec: ConfigRecord, key: str) -> int:
     return v
 
 
-def node_log(context: Context, k: int, max_version: int | None = None) -> list[SeedDelta]:
+def node_log(context: Context, k: int) -> list[SeedDelta]:
     """The per-round deltas 0 -> s this node has received (empty for a new node)."""
     rec = context.state.get(STATE_KEY)
     if not isinstance(rec, ConfigRecord) or not isinstance(rec.get("log"), bytes):
         return []
-    log = decode_deltas(rec["log"], k, client="node state", max_version=max_version)
+    log = decode_deltas(rec["log"], k, client="node state")
     if log and log[0].base_version != 0:
         return []
     return log
@@ -89,14 +89,13 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
     conf = msg.content["config"]
     server_round, version, base = (_int(conf, "server-round"), _int(conf, "version"),
                                    _int(conf, "base-version"))
-    incoming = (decode_deltas(conf["deltas"], fk.k, max_version=cfg.run.rounds)
-                if isinstance(conf.get("deltas"), bytes) else None)
+    incoming = decode_deltas(conf["deltas"], fk.k) if isinstance(conf.get("deltas"), bytes) else None
     if incoming is None or (incoming and (incoming[0].base_version != base
                                           or incoming[-1].version != version)) or (
             not incoming and base != version):
         raise PayloadError(f"deltas must lead from base-version {base} to version {version}",
                            client="server", field="deltas")
-    log = node_log(context, fk.k, max_version=cfg.run.rounds)
+    log = node_log(context, fk.k)
     held = log[-1].version if log else 0
     data = zo_client_data(cfg, pid, n_parts)
     metrics = {"num-examples": len(data), "partition-id": pid}

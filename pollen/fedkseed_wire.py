@@ -55,7 +55,8 @@ def _bytes(blob: object, client: str | int | None) -> None:
 
 
 def _finite(values: np.ndarray, what: str, client: str | int | None) -> np.ndarray:
-    out = values.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # refused just below
+        out = values.astype(np.float64)
     if not np.all(np.isfinite(out)):
         raise PayloadError(f"non-finite {what} (NaN, Inf or float16 overflow)", client=client,
                            field=what)
@@ -175,7 +176,8 @@ def decode_probabilities(blob: bytes, k: int, client: str | int | None = "server
     if len(blob) != _PROBS_HDR.size + 4 * k or _PROBS_HDR.unpack_from(blob) != (FORMAT, k):
         raise PayloadError(f"expected format {FORMAT} with K={k} probabilities", client=client,
                            field="probs")
-    p = np.frombuffer(blob, "<f4", k, _PROBS_HDR.size).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN payload bits; refused just below
+        p = np.frombuffer(blob, "<f4", k, _PROBS_HDR.size).astype(np.float64)
     if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-3:
         raise PayloadError("probabilities must be finite, >= 0 and sum to 1", client=client,
                            field="probs")

@@ -48,8 +48,15 @@ def _read_flags(flags: int, k: int, client: str | int | None) -> tuple[np.dtype,
     return idt, _BY_CODE[flags >> 1]
 
 
+def _bytes(blob: object, client: str | int | None) -> None:
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise PayloadError(f"payload must be bytes, got {type(blob).__name__}", client=client,
+                           field="payload")
+
+
 def _finite(values: np.ndarray, what: str, client: str | int | None) -> np.ndarray:
-    out = values.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # refused just below
+        out = values.astype(np.float64)
     if not np.all(np.isfinite(out)):
         raise PayloadError(f"non-finite {what} (NaN, Inf or float16 overflow)", client=client,
                            field=what)
@@ -68,7 +75,11 @@ def encode_pairs(pairs: Sequence[tuple[int, float]], k: int, *, value_dtype: str
 
 def decode_pairs(blob: bytes, k: int, max_pairs: int, client: str | int | None = None
                  ) -> list[tuple[int, float]]:
-    """Server side: parse and validate one client's pairs (at most max_pairs = its local steps)."""
+    """Server side: parse and validate one client's pairs (at most max_pairs = its local steps).
+
+    The count is checked against max_pairs and the exact byte length before anything is read.
+    """
+    _bytes(blob, client)
     if len(blob) < _PAIRS_HDR.size:
         raise PayloadError(f"{len(blob)} bytes is shorter than the header", client=client,
                            field="header")
@@ -101,14 +112,24 @@ def encode_deltas(deltas: Sequence[SeedDelta], k: int, *, value_dtype: str = "fl
     return b"".join(parts)
 
 
-def decode_deltas(blob: bytes, k: int, client: str | int | None = "server") -> list[SeedDelta]:
-    """Client side: parse deltas; checks ranges, ordering, finiteness and version continuity."""
+def decode_deltas(blob: bytes, k: int, client: str | int | None = "server",
+                  max_version: int | None = None) -> list[SeedDelta]:
+    """Client side: parse deltas; checks ranges, ordering, finiteness and version continuity.
+
+    `max_version` (the run's rounds: the version grows by one per aggregated round) bounds the
+    section count and every version before any section is read; each section's count is at most
+    K and must fit the message, so memory stays within a constant times the message.
+    """
+    _bytes(blob, client)
     if len(blob) < _DELTA_HDR.size:
         raise PayloadError("message shorter than its header", client=client, field="header")
     fmt, flags, n_sections = _DELTA_HDR.unpack_from(blob)
     if fmt != FORMAT:
         raise PayloadError(f"unknown format {fmt}", client=client, field="format")
     idt, vdt = _read_flags(flags, k, client)
+    if max_version is not None and n_sections > max_version:
+        raise PayloadError(f"{n_sections} sections, but versions stop at {max_version}",
+                           client=client, field="sections")
     pos, out = _DELTA_HDR.size, []
     for s in range(n_sections):
         if len(blob) < pos + _SECTION.size:
@@ -119,6 +140,9 @@ def decode_deltas(blob: bytes, k: int, client: str | int | None = "server") -> l
         if count > k or len(blob) < end:
             raise PayloadError(f"section {s}: {count} entries do not fit K={k} or the message",
                                client=client, field="length")
+        if max_version is not None and version > max_version:
+            raise PayloadError(f"section {s}: version {version} beyond {max_version}",
+                               client=client, field="version")
         if base >= version or (out and out[-1].version != base):
             raise PayloadError(f"section {s}: versions {base}->{version} are not consecutive",
                                client=client, field="version")
@@ -148,10 +172,12 @@ def encode_probabilities(p: np.ndarray) -> bytes:
 
 def decode_probabilities(blob: bytes, k: int, client: str | int | None = "server") -> np.ndarray:
     """Pro sampling distribution: K finite non-negative float32 summing to ~1."""
+    _bytes(blob, client)
     if len(blob) != _PROBS_HDR.size + 4 * k or _PROBS_HDR.unpack_from(blob) != (FORMAT, k):
         raise PayloadError(f"expected format {FORMAT} with K={k} probabilities", client=client,
                            field="probs")
-    p = np.frombuffer(blob, "<f4", k, _PROBS_HDR.size).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN payload bits; refused just below
+        p = np.frombuffer(blob, "<f4", k, _PROBS_HDR.size).astype(np.float64)
     if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-3:
         raise PayloadError("probabilities must be finite, >= 0 and sum to 1", client=client,
                            field="probs")

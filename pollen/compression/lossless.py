@@ -13,6 +13,7 @@ import numpy as np
 
 DENSE, RAW_U32, BITMAP, RICE = 0, 1, 2, 3
 MAX_RICE_K = 40
+_CHUNK = 1 << 15  # fields per unpacking step (a multiple of 8: chunks stay byte-aligned)
 
 
 # ---- codes ----------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def pack_codes(codes: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_codes(buf: bytes, n: int, bits: int) -> np.ndarray:
-    """Inverse of `pack_codes`; checks the byte length adds up."""
+    """Inverse of `pack_codes`; checks the byte length adds up before allocating anything."""
     want = (n * bits + 7) // 8
     if len(buf) != want:
         raise ValueError(f"{len(buf)} bytes for {n} codes of {bits} bits, expected {want}")
@@ -53,14 +54,34 @@ def unpack_codes(buf: bytes, n: int, bits: int) -> np.ndarray:
     if bits == 16:
         return np.frombuffer(buf, ">u2").astype(np.uint16)
     if bits in (1, 2, 4):
-        8 // bits
         mask = np.uint8((1 << bits) - 1)
         shifts = np.arange(8 - bits, -1, -bits, dtype=np.uint8)
-        return ((raw[:, None] >> shifts) & mask).ravel()[:n]
-    flat = np.unpackbits(raw)[: n * bits].reshape(n, bits)
-    wide = np.zeros((n, 16), np.uint8)
-    wide[:, 16 - bits :] = flat
-    return np.packbits(wide, axis=1).view(">u2").ravel().astype(np.uint16)
+        out = np.empty(n, np.uint8)
+        per = 8 // bits
+        for start in range(0, n, _CHUNK):  # chunks keep the (bytes x per) scratch small
+            m = min(_CHUNK, n - start)
+            chunk = raw[start // per : (start + m + per - 1) // per]
+            out[start : start + m] = ((chunk[:, None] >> shifts) & mask).ravel()[:m]
+        return out
+    return unpack_fixed(raw, n, bits).astype(np.uint16)
+
+
+def unpack_fixed(raw: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """n MSB-first fields of `bits` <= 64 bits each from `raw` (uint8, long enough), as uint64.
+
+    Works in chunks, so scratch memory is a constant (~2 MB) whatever n is: a hostile n can
+    only be as large as the already-validated byte length allows.
+    """
+    width = 16 if bits <= 16 else 64
+    out = np.empty(n, np.uint64)
+    for start in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - start)
+        a = start * bits // 8
+        flat = np.unpackbits(raw[a : a + (m * bits + 7) // 8], count=m * bits).reshape(m, bits)
+        wide = np.zeros((m, width), np.uint8)
+        wide[:, width - bits :] = flat
+        out[start : start + m] = np.packbits(wide, axis=1).view(f">u{width // 8}").ravel()
+    return out
 
 
 # ---- floats ---------------------------------------------------------------------------------
@@ -151,31 +172,39 @@ def decode_indices(coding: int, buf: bytes, nnz: int, numel: int, k: int) -> np.
 
 
 def _decode_rice(buf: bytes, nnz: int, numel: int, k: int) -> np.ndarray:
+    """Rice gaps, with every allocation bounded by the validated `nnz` and `numel`.
+
+    The unary part holds nnz stop bits plus sum(gap >> k) <= (numel - nnz) >> k one bits, so a
+    longer section is refused before a single bit is unpacked (an all-zero section of a few MB,
+    a few hundred bytes once zstd-compressed, used to expand to 64x its size in int64 stops).
+    """
     if k > MAX_RICE_K:
         raise ValueError(f"rice_k {k} exceeds {MAX_RICE_K}")
     tail_len = (nnz * k + 7) // 8
     if len(buf) < tail_len:
         raise ValueError(f"{len(buf)} bytes cannot hold {nnz} Rice remainders of {k} bits")
+    most = (nnz + ((numel - nnz) >> k) + 7) // 8
+    if len(buf) - tail_len > most:
+        raise ValueError(f"Rice stream of {len(buf) - tail_len} bytes, more than the {most} that "
+                         f"{nnz} gaps within {numel} entries can need (indices out of range)")
     unary = np.unpackbits(np.frombuffer(buf, np.uint8, len(buf) - tail_len))
+    zeros = len(unary) - int(np.count_nonzero(unary))
+    if zeros != nnz:
+        raise ValueError(f"Rice stream holds {zeros} gaps but nnz is {nnz}")
     stops = np.flatnonzero(unary == 0)
-    if len(stops) != nnz:
-        raise ValueError(f"Rice stream holds {len(stops)} gaps but nnz is {nnz}")
+    del unary
     used = int(stops[-1]) + 1 if nnz else 0
-    if (used + 7) // 8 != len(unary) // 8:
+    if (used + 7) // 8 != (len(buf) - tail_len):
         raise ValueError("Rice stream has trailing bytes")
     q = np.diff(stops, prepend=-1) - 1
+    del stops
     if nnz and int(q.max()) > (numel >> k):
         raise ValueError(f"index out of range for {numel} entries")
     gaps = q.astype(np.uint64) << np.uint64(k)
+    del q
     if k:
-        tail = buf[len(buf) - tail_len :]
-        if k <= 16:
-            gaps |= unpack_codes(tail, nnz, k).astype(np.uint64)
-        else:
-            flat = np.unpackbits(np.frombuffer(tail, np.uint8))[: nnz * k].reshape(nnz, k)
-            wide = np.zeros((nnz, 64), np.uint8)
-            wide[:, 64 - k :] = flat
-            gaps |= np.packbits(wide, axis=1).view(">u8").ravel().astype(np.uint64)
+        tail = np.frombuffer(buf, np.uint8, tail_len, len(buf) - tail_len)
+        gaps |= unpack_fixed(tail, nnz, k)
     if nnz and int(gaps.max()) >= numel:
         raise ValueError(f"index out of range for {numel} entries")
     return np.cumsum(gaps.astype(np.int64) + 1) - 1

@@ -17,6 +17,7 @@ from pollen.compression import lossless
 from pollen.compression._proto.pollen.v1 import update_pb2 as pb
 from pollen.compression.batch import DTYPES, Batch, tensor_of
 from pollen.compression.stage import STAGES, Kind, Stage, WireError, check_composition
+from pollen.compression.wirescan import I32, LEN, VARINT, Field, ScanError, scan
 from pollen.errors import ConfigError, PayloadError, UnknownNameError
 
 FORMAT_VERSION = pb.FORMAT_VERSION_1
@@ -27,6 +28,42 @@ MAX_CODEBOOK = 4096
 MAX_TENSORS = 1 << 16  # without `expected` (with it, exactly the expected names)
 _DTYPE_TO_PB = {name: i + 1 for i, name in enumerate(DTYPES)}
 _PB_TO_DTYPE = {v: k for k, v in _DTYPE_TO_PB.items()}
+MAX_NAME = 4096  # bytes of a tensor name or of the informational codec string
+ENVELOPE_SLACK = 1 << 16  # envelope bytes around the body: codec string, stage, sizes
+
+# Field budgets of the schema in protos/pollen/v1/update.proto (see wirescan: upb allocates per
+# element, so nothing is parsed before the wire bytes are known to fit these).
+_STAGE = {1: Field("name", (LEN,), max_len=64), 2: Field("args", (LEN,), max_count=8, max_len=64)}
+_TENSOR = {
+    1: Field("name", (LEN,), max_len=MAX_NAME),
+    2: Field("dtype", (VARINT,)),
+    3: Field("shape", (LEN, VARINT), max_count=MAX_NDIM, max_len=10 * MAX_NDIM),
+    4: Field("nnz", (VARINT,)),
+    5: Field("codebook", (LEN, I32), max_count=MAX_CODEBOOK, max_len=4 * MAX_CODEBOOK),
+    6: Field("scale", (I32,)),
+    7: Field("offset", (I32,)),
+    8: Field("codebook_bf16", (LEN,), max_len=2 * MAX_CODEBOOK),
+}
+_UPDATE = {
+    1: Field("format_version", (VARINT,)),
+    2: Field("codec", (LEN,), max_len=MAX_NAME),
+    3: Field("compression", (LEN,), message=_STAGE),
+    4: Field("body_size", (VARINT,)),
+    5: Field("body", (LEN,)),
+}
+
+
+def _tensor_list_schema(max_tensors: int) -> dict[int, Field]:
+    return {
+        1: Field("tensors", (LEN,), max_count=max_tensors, message=_TENSOR),
+        2: Field("stages", (LEN,), max_count=4, message=_STAGE),
+        3: Field("index_coding", (VARINT,)),
+        4: Field("rice_k", (VARINT,)),
+        5: Field("indices", (LEN,)),
+        6: Field("value_coding", (VARINT,)),
+        7: Field("code_bits", (VARINT,)),
+        8: Field("values", (LEN,)),
+    }
 
 Expected = Mapping[str, tuple[Sequence[int], str]]
 
@@ -97,13 +134,19 @@ def decode_update(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_decoded_bytes: int | None = None,
     client: str | int | None = None,
+    stages: Sequence[Stage] | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode one pollen.v1 Update into float32 arrays, or raise PayloadError.
 
     `expected` maps each tensor name to (shape, dtype name); with it, names, shapes and dtypes
-    must match exactly and it also bounds decompression. Without it, decoded tensors may total at
-    most `max_decoded_bytes` of float32 (default 1 GiB; with `expected`, no limit unless given).
-    `max_bytes` caps the payload itself.
+    must match exactly and it also bounds the payload, decompression and every section. Without
+    it, decoded tensors may total at most `max_decoded_bytes` of float32 (default 1 GiB; with
+    `expected`, no limit unless given). `max_bytes` caps the payload itself. `stages`, when
+    given, is the codec the receiver configured (all stages, lossless included): a payload
+    produced by any other chain is refused before it is decompressed.
+
+    Memory: nothing is allocated beyond a small constant times the largest legitimate body for
+    `expected` (8 bytes per entry: uint32 positions + float32 values, plus codebooks).
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise PayloadError(f"payload must be bytes, got {type(blob).__name__}",
@@ -114,9 +157,15 @@ def decode_update(
     limit = max_decoded_bytes
     if limit is None and expected is None:
         limit = DEFAULT_MAX_DECODED_BYTES
-    body = _open(bytes(blob), _body_bound(expected, limit), client)
+    bound = _body_bound(expected, limit)
+    largest = bound + bound // 128 + ENVELOPE_SLACK  # a lossless coder may expand a little
+    if expected is not None and len(blob) > largest:
+        raise PayloadError(f"payload of {len(blob)} bytes exceeds the {largest} that the expected "
+                           "tensors can need", client=client, field="payload")
+    max_tensors = len(expected) if expected is not None else MAX_TENSORS
+    body = _open(bytes(blob), bound, client, stages, max_tensors)
     batch = _headers(body, expected, limit, client)
-    return batch.split(_sections(body, batch, client))
+    return batch.split(_sections(body, batch, client, stages))
 
 
 def _fail(message: str, field: str, client: object) -> PayloadError:
@@ -143,9 +192,27 @@ def _stage_from_wire(name: str, args: Sequence[str], client: object, field: str)
         raise _fail(str(exc), field, client) from None
 
 
-def _open(blob: bytes, bound: int, client: object) -> pb.TensorList:
+def _wire_chain(items: Sequence[pb.Stage]) -> list[tuple[str, list[str]]]:
+    return [(s.name, list(s.args)) for s in items]
+
+
+def _chain(stages: Sequence[Stage]) -> list[tuple[str, list[str]]]:
+    return [(s.name, s.args()) for s in stages]
+
+
+def _spec(chain: Sequence[tuple[str, list[str]]]) -> str:
+    return " > ".join(":".join([n, *a]) for n, a in chain) or "none"
+
+
+def _open(blob: bytes, bound: int, client: object, stages: Sequence[Stage] | None,
+          max_tensors: int) -> pb.TensorList:
     """Parse the envelope, check the version and decompress the body within `bound` bytes."""
     msg = pb.Update()
+    try:
+        scan(blob, _UPDATE)
+    except ScanError as exc:
+        raise _fail(f"not a pollen.v1 Update message ({exc})", exc.path or "payload",
+                    client) from None
     try:
         msg.ParseFromString(blob)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -157,6 +224,12 @@ def _open(blob: bytes, bound: int, client: object) -> pb.TensorList:
         raise _fail(f"declared body of {msg.body_size} bytes exceeds the bound {bound} for the "
                     "expected tensors (decompression bomb?)", "body_size", client)
     body = msg.body
+    if stages is not None:
+        want = _chain([s for s in stages if s.kind == Kind.LOSSLESS])
+        got = _wire_chain([msg.compression] if msg.HasField("compression") else [])
+        if got != want:
+            raise _fail(f"compressed with {_spec(got)!r}, but this run's codec uses "
+                        f"{_spec(want)!r}", "compression", client)
     if msg.HasField("compression"):
         stage = _stage_from_wire(msg.compression.name, msg.compression.args, client,
                                  "compression")
@@ -170,6 +243,11 @@ def _open(blob: bytes, bound: int, client: object) -> pb.TensorList:
         raise _fail(f"body has {len(body)} bytes, body_size says {msg.body_size}", "body_size",
                     client)
     out = pb.TensorList()
+    try:
+        scan(body, _tensor_list_schema(max_tensors))
+    except ScanError as exc:
+        raise _fail(f"body is not a pollen.v1 TensorList within its limits ({exc})",
+                    exc.path or "body", client) from None
     try:
         out.ParseFromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -240,11 +318,19 @@ def _codebooks(tensors: Sequence[pb.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     return flat, sizes
 
 
-def _sections(body: pb.TensorList, batch: Batch, client: object) -> np.ndarray:
+def _sections(body: pb.TensorList, batch: Batch, client: object,
+              configured: Sequence[Stage] | None) -> np.ndarray:
     """Unpack positions and values, run the stages backwards, check finiteness; flat float32."""
     def fail(exc: WireError) -> PayloadError:
         where = exc.field if exc.tensor is None else f"tensors[{batch.names[exc.tensor]}].{exc.field}"
         return _fail(str(exc), where, client)
+
+    if configured is not None:
+        want = _chain([s for s in configured if s.kind != Kind.LOSSLESS])
+        got = _wire_chain(body.stages)
+        if got != want:
+            raise _fail(f"encoded with stages {_spec(got)!r}, but this run's codec uses "
+                        f"{_spec(want)!r}", "stages", client)
 
     stages = [_stage_from_wire(s.name, s.args, client, f"stages[{i}]")
               for i, s in enumerate(body.stages)]

@@ -99,7 +99,9 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     _count_accepted(strategy, ledger)
     t0 = time.monotonic()
     strategy.start(
-        grid=MeteredGrid(attack_grid(grid, cfg, rt), ledger),
+        grid=MeteredGrid(attack_grid(grid, cfg, rt), ledger,
+                         max_payload_bytes=cfg.compression.max_payload_bytes,
+                         codec=cfg.compression.codec),
         initial_arrays=strategy.initial_arrays(),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

@@ -18,10 +18,12 @@ from pollen.server.ledger import Ledger
 class MeteredGrid(DelegatingGrid):
     """Delegates to Flower's Grid; strategies stay unaware that traffic is being counted."""
 
-    def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20) -> None:
+    def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20,
+                 codec: str = "") -> None:
         super().__init__(inner)
         self._ledger = ledger
         self._max_payload_bytes = max_payload_bytes
+        self._codec = codec  # the run's compression.codec: the only one whose payloads decode
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
@@ -33,7 +35,8 @@ class MeteredGrid(DelegatingGrid):
         self._ledger.traffic(down=down, up=up)
         # Compressed payloads are decoded and validated, then every update is screened (NaN/Inf,
         # shapes, names); strategies only ever see valid, Flower-conventional replies.
-        decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes)
+        decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes,
+                                          codec=self._codec)
         screened = screen_replies(messages, decoded)
         self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
         return sorted(screened, key=arrival_independent_order)

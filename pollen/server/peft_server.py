@@ -73,7 +73,8 @@ def run(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False) -> di
         log.info("resuming after round %d of %d", start, cfg.run.rounds)
         ledger.phase(start + 1, "train", resumed_from=start)
     record_train_results(strategy, ledger)
-    served: Grid = MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes)
+    served: Grid = MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes,
+                               codec=cfg.compression.codec)
     if cfg.attack.name:  # robustness studies: play the configured attackers on the replies
         from pollen.simulations.attack_grid import AttackGrid
 

@@ -116,7 +116,8 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
         raise ConfigError(f"strategy {cfg.strategy.name!r} is not a FedKSeed strategy")
     record_rounds(strategy, ledger)
     strategy.start(
-        grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes),
+        grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes,
+                         codec=cfg.compression.codec),
         initial_arrays=strategy.initial_arrays(),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

@@ -98,10 +98,17 @@ def encoded_size(sizes: Mapping[str, int]) -> int:
 
 def decode_rankings(blob: bytes, expected: Mapping[str, int], client: str | int | None = None
                     ) -> dict[str, Tensor]:
-    """Parse and validate one client's rankings; any defect raises PayloadError naming client and layer."""
+    """Parse and validate one client's rankings; any defect raises PayloadError naming client and layer.
+
+    Memory: the layer count, every layer's length and the total byte length are checked against
+    `expected` before a single id is unpacked (in fixed-size chunks), so a hostile header cannot
+    make the receiver allocate more than the expected rankings need.
+    """
     def fail(msg: str, layer: str | None = None) -> PayloadError:
         return PayloadError(msg, client=client, field=layer)
 
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise fail(f"FRL payload must be bytes, got {type(blob).__name__}")
     view = memoryview(blob)
     if len(view) < _HEAD.size:
         raise fail(f"FRL payload truncated: {len(view)} bytes, header needs {_HEAD.size}")

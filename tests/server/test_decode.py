@@ -56,7 +56,8 @@ def test_bad_payloads_are_dropped_and_the_round_completes(tmp_path, caplog):
     payloads = {1: blob, 2: blob[: len(blob) // 2], 3: b"\x00garbage" * 10, 4: wrong_shape,
                 5: missing, 6: blob + b"\x00" * 5000}
     ledger = Ledger(tmp_path, 1)
-    grid = MeteredGrid(ScriptedGrid(payloads), ledger, max_payload_bytes=len(blob) + 1024)
+    grid = MeteredGrid(ScriptedGrid(payloads), ledger, max_payload_bytes=len(blob) + 1024,
+                       codec=CODEC.spec)
     msgs = [Message(content=RecordDict({"arrays": to_arrays(g)}), dst_node_id=n,
                     message_type=MessageType.TRAIN) for n in payloads]
     with caplog.at_level("WARNING", logger="pollen.server"):

@@ -5,7 +5,7 @@ the two baselines a deployment would otherwise use, for realistic client counts 
 
 Methods timed on the same (n, d) float32 updates (20% of rows replaced by large random vectors):
 - fedavg       weighted mean `w @ U` in torch (the reference for the ratios);
-- flag         pollen.strategies.flag_core.flag_aggregate, m = n // 2 (paper rule of thumb), to
+- flag         pollen.strategies.flag.core.flag_aggregate, m = n // 2 (paper rule of thumb), to
                convergence (iterations reported);
 - mkrum_torch  vectorised Multi-Krum (pairwise distances from one Gram, f = n // 5, select n − f);
 - mkrum_flwr   Flower's own `select_multikrum` + `aggregate_arrayrecords` (what
@@ -29,7 +29,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch
 
-from pollen.strategies.flag_core import flag_aggregate
+from pollen.strategies.flag.core import flag_aggregate
 
 
 def make_updates(n: int, d: int, device: str, seed: int = 0) -> torch.Tensor:

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.numpy import save_file
 
-from pollen.client.trainer import train_steps
 from pollen.config import PollenConfig
 from pollen.data.tokenize import batches
 from pollen.models.peft_methods import trainable_state
-from pollen.runtime import client_data, runtime
+from pollen.models.train import train_steps
+from pollen.strategies.fedpeft.runtime import client_data, runtime
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """FRL vs dense FedAvg on Fashion-MNIST, clean and under attack, with the real strategy objects in-process.
 
-FRL runs Pollen's own server runner (`pollen.server.frl_server.run`: FRLStrategy, MeteredGrid, ledger,
+FRL runs Pollen's own server runner (`pollen.strategies.frl.server.run`: FRLStrategy, MeteredGrid, ledger,
 RankReversalGrid) and client handler (`pollen.client.app.train` → frl_client) over `InProcessGrid`, i.e.
 `pollen simulate` minus the Flower/Ray processes. FedAvg runs Flower's `FedAvg` over the same grid with a
 dense conv4 of the same architecture (bench/frl_dense.py), same client split, same number of rounds.
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from pollen.config import PollenConfig
-from pollen.flower_glue import CONFIG_KEY
 from pollen.models.supermask import build_supermask_model, layer_sizes
-from pollen.strategies.frl_wire import encoded_size
+from pollen.protocol.records import CONFIG_KEY
+from pollen.strategies.frl.wire import encoded_size
 
 
 def frl_config(a: argparse.Namespace) -> PollenConfig:
@@ -50,10 +50,10 @@ def frl_config(a: argparse.Namespace) -> PollenConfig:
 
 def run_frl(cfg: PollenConfig, out: Path) -> dict[str, Any]:
     import pollen.client.app as client_app
-    from pollen.frl_runtime import preflight
+    from pollen.protocol.inprocess import InProcessGrid
     from pollen.server.app import run_server
-    from pollen.server.frl_server import evaluate_saved
-    from pollen.simulations.inprocess import InProcessGrid
+    from pollen.strategies.frl.runtime import preflight
+    from pollen.strategies.frl.server import evaluate_saved
 
     preflight(cfg)
     t0 = time.monotonic()
@@ -67,7 +67,7 @@ def run_frl(cfg: PollenConfig, out: Path) -> dict[str, Any]:
     test = evaluate_saved(out / "frl")
     trained = [r for r in rows if r["round"] > 0 and r["clients"]]
     up = [r["bytes_up"] / r["clients"] for r in trained]
-    from pollen.simulations.attacks import select_attackers
+    from pollen.attacks import select_attackers
 
     attackers = select_attackers(cfg.federation.clients, cfg.attack.fraction, cfg.attack.seed) \
         if cfg.attack.name else []

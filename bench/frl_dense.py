@@ -1,7 +1,7 @@
 """Dense FedAvg baseline for the FRL comparison: the same conv4 network with ordinary trainable weights.
 
 Runs Flower's own `FedAvg` strategy object over `InProcessGrid` (no Flower processes), on the same client
-split as the FRL run (`pollen.frl_runtime.client_indices`), with the scaling attack of the FRL paper's
+split as the FRL run (`pollen.strategies.frl.runtime.client_indices`), with the scaling attack of the FRL paper's
 FedAvg experiments (spec §5.6/§8): every attacker's update is Δ_mal = 1e5·θ_global, i.e. it replies with
 the model θ_global + 1e5·θ_global (FedAvg here averages models, so that is the same as adding Δ_mal).
 """
@@ -21,12 +21,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from pollen.client.supermask_trainer import TensorBatches, evaluate
+from pollen.attacks import select_attackers
 from pollen.config import PollenConfig
 from pollen.data.fashion_mnist import load_fashion_mnist, normalize
-from pollen.frl_runtime import client_indices
-from pollen.simulations.attacks import select_attackers
-from pollen.simulations.inprocess import InProcessGrid
+from pollen.protocol.inprocess import InProcessGrid
+from pollen.strategies.frl.runtime import client_indices
+from pollen.strategies.frl.train import TensorBatches, evaluate
 
 
 def conv4_dense(num_classes: int = 10) -> nn.Module:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How long Flower/Ray processes outlive a `kill -9` of `pollen simulate` (pollen/reaper.py's guard).
+# How long Flower/Ray processes outlive a `kill -9` of `pollen simulate` (pollen/deploy/reaper.py's guard).
 # Usage: bash bench/kill_cleanup.sh   (a tiny run, killed once a Ray client actor is training; prints
 # the Flower/Ray processes alive before the kill and the time until none is left)
 set -euo pipefail
@@ -9,7 +9,7 @@ OUT=$(mktemp -d)
   --set data.max_client_examples=32 --set data.eval_size=32 --set train.local_steps=2 \
   --set model.max_length=32 --out "$OUT/run" >"$OUT/log" 2>&1 &
 PID=$!
-PATTERN='flwr|flower-|ray::|raylet|gcs_server|pollen/reaper.py|ray/dashboard|ray/autoscaler|log_monitor'
+PATTERN='flwr|flower-|ray::|raylet|gcs_server|pollen/deploy/reaper.py|ray/dashboard|ray/autoscaler|log_monitor'
 tree() { ps -eo pid=,args= | grep -E "$PATTERN" | grep -v grep | grep -c "" || true; }
 for _ in $(seq 240); do ps -eo args= | grep -q '^ray::ClientAppActor' && break; sleep 0.5; done
 sleep 2

@@ -5,8 +5,8 @@ Why in-process: 80 federated runs through Flower's simulation engine (a process 
 per round) would take hours on 2 cores. This harness runs the SAME server-side pieces as
 `pollen simulate`: the Flower strategy objects built by `build_strategy`, driven by Flower's own
 `Strategy.start` loop with real `flwr.app.Message`s, through `MeteredGrid` (byte counting and
-`screen_replies`) and `AttackGrid` (the attacks of pollen.simulations.attacks on the round's real
-replies; labelflip uses pollen.simulations.poison). Only the transport (LocalGrid, in-process) and
+`screen_replies`) and `AttackGrid` (the attacks of pollen.attacks on the round's real
+replies; labelflip uses pollen.attacks.poison). Only the transport (LocalGrid, in-process) and
 the client trainer (a cheap one, below) differ.
 
 Task (printed with the results): 3-class sentiment on `tweets`; a frozen `minilm-l6` encoder
@@ -46,15 +46,15 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-from pollen.client.identity import IDENTITY_KEY, identity_record
+from pollen.attacks.poison import poison_client_data
 from pollen.config import PollenConfig
 from pollen.data import partition
 from pollen.data.registry import TextDataset
+from pollen.protocol.grid import LocalGrid
+from pollen.protocol.identity import IDENTITY_KEY, identity_record
+from pollen.server.attack_grid import AttackGrid
 from pollen.server.ledger import Ledger
 from pollen.server.metered_grid import MeteredGrid
-from pollen.simulations.attack_grid import AttackGrid
-from pollen.simulations.local_grid import LocalGrid
-from pollen.simulations.poison import poison_client_data
 from pollen.strategies import StrategyContext, build_strategy
 
 # Row label -> (registered strategy, its [strategy.params] or None for the oracle baseline params).
@@ -124,7 +124,7 @@ def load(model: torch.nn.Module, record: ArrayRecord) -> None:
 
 class Clients:
     """Client-side training for the LocalGrid: honest SGD on the client's split (poisoned if it
-    is a labelflip attacker, through the same pollen.simulations.poison code as the real client)."""
+    is a labelflip attacker, through the same pollen.attacks.poison code as the real client)."""
 
     def __init__(self, feats: dict[str, np.ndarray], cfg: PollenConfig, args: argparse.Namespace):
         self.x = torch.from_numpy(feats["x_train"])

@@ -1,4 +1,4 @@
-"""Seed-replay throughput: naive per-seed loop vs pollen.seeds.apply_seeds, against RNG and memory floors.
+"""Seed-replay throughput: naive per-seed loop vs pollen.strategies.fedkseed.seeds.apply_seeds, against RNG and memory floors.
 
 Emulates SmolLM2-135M (30 layers, hidden 576, intermediate 1536, 9 q / 3 kv heads of dim 64, tied
 49152-token embedding: 134,515,008 fp32 parameters). Replaying all K seeds over 135M parameters on a CPU
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from pollen import seeds as S
+from pollen.strategies.fedkseed import seeds as S
 
 KS = (256, 1024, 4096)
 

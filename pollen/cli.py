@@ -62,14 +62,14 @@ def load_config(args: argparse.Namespace) -> PollenConfig:
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
-    from pollen.simulations.runner import simulate
+    from pollen.deploy.simulate import simulate
 
     simulate(load_config(args), console)
     return 0
 
 
 def cmd_server(args: argparse.Namespace, console: Console) -> int:
-    from pollen.server.deploy import serve
+    from pollen.deploy.server import serve
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
           certs=args.certs, node_auth=not args.no_node_auth,
@@ -78,7 +78,7 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_client(args: argparse.Namespace, console: Console) -> int:
-    from pollen.client.deploy import run_client
+    from pollen.deploy.client import run_client
 
     if args.server is None or args.partition_id is None or args.num_partitions is None:
         raise PollenError("pollen client needs --server, --partition-id and --num-partitions "
@@ -92,7 +92,7 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
 def cmd_certs(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    from pollen.server.certs import generate_certs
+    from pollen.deploy.certs import generate_certs
 
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
     bundle = generate_certs(Path(args.out), hosts, args.nodes, days=args.days, overwrite=args.overwrite)

@@ -194,7 +194,7 @@ class FRLSection:
 class AttackSection:
     """Byzantine clients for robustness studies (simulation only)."""
 
-    # "" = no attack; otherwise a name from pollen.simulations.attacks.ATTACKS.
+    # "" = no attack; otherwise a name from pollen.attacks.ATTACKS.
     name: str = ""
     fraction: float = 0.0
     seed: int = 0

@@ -29,7 +29,7 @@ class Family:
     client_train: str
     server_run: str
     # Checks run before any process starts (data split, model load); raise PollenError.
-    preflight: str = "pollen.runtime:preflight"
+    preflight: str = "pollen.strategies.fedpeft.runtime:preflight"
     # The server runner accepts `resume=True` (restart from OUT/checkpoint; see server/checkpoint.py).
     resumable: bool = False
 
@@ -37,13 +37,13 @@ class Family:
 FAMILIES: Registry[Family] = Registry("method family")
 _STRATEGY_FAMILY: dict[str, str] = {}
 
-FAMILIES.add("peft", Family("peft", "pollen.client.peft_client:train", "pollen.server.peft_server:run",
+FAMILIES.add("peft", Family("peft", "pollen.strategies.fedpeft.client:train", "pollen.strategies.fedpeft.server:run",
                            resumable=True))
-FAMILIES.add("supermask", Family("supermask", "pollen.client.frl_client:train",
-                                 "pollen.server.frl_server:run",
-                                 "pollen.frl_runtime:preflight"))
-FAMILIES.add("zo-seeds", Family("zo-seeds", "pollen.client.zo_client:train", "pollen.server.zo_server:run",
-                                preflight="pollen.zo_runtime:preflight"))
+FAMILIES.add("supermask", Family("supermask", "pollen.strategies.frl.client:train",
+                                 "pollen.strategies.frl.server:run",
+                                 "pollen.strategies.frl.runtime:preflight"))
+FAMILIES.add("zo-seeds", Family("zo-seeds", "pollen.strategies.fedkseed.client:train", "pollen.strategies.fedkseed.server:run",
+                                preflight="pollen.strategies.fedkseed.runtime:preflight"))
 
 
 def register_family(strategy: str, family: str) -> None:

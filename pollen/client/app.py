@@ -6,7 +6,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from pollen.families import family_of, resolve
-from pollen.flower_glue import config_from_context, partition_of
+from pollen.protocol.records import config_from_context, partition_of
 
 app = ClientApp()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pollen.deploy.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from pollen.deploy.node_auth import flwr_executable
 from pollen.errors import DeploymentError
-from pollen.server.certs import CA_CERT, SERVER_CERT, SERVER_KEY
-from pollen.server.node_auth import flwr_executable
 
 SUPERNODE_CONNECTION_ERROR = 305  # Flower ExitCode.SUPERNODE_CONNECTION_ERROR
 _EXIT_CODE = re.compile(r"Exit Code: (\d+)")

@@ -22,8 +22,7 @@ from typing import Any
 
 import tomli_w
 
-from pollen.errors import DeploymentError
-from pollen.server.certs import (
+from pollen.deploy.certs import (
     CA_CERT,
     MANIFEST,
     SERVER_CERT,
@@ -31,6 +30,7 @@ from pollen.server.certs import (
     generate_certs,
     load_bundle,
 )
+from pollen.errors import DeploymentError
 
 IMAGE_UID = 10001  # USER in docker/*.Dockerfile
 SERVER_ALIAS = "pollen-server"

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, PollenError
 from pollen.families import family_of, resolve
-from pollen.flower_glue import OUT_KEY, RESUME_KEY, config_from_context
+from pollen.protocol.records import OUT_KEY, RESUME_KEY, config_from_context
 from pollen.server.ledger import Ledger
 
 app = ServerApp()

@@ -17,11 +17,10 @@ import logging
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from pollen.client.compress import UPDATE_KEY
 from pollen.compression import Codec, decode_update
 from pollen.compression.stage import Stage
 from pollen.errors import PayloadError
-from pollen.flower_glue import from_arrays, to_arrays
+from pollen.protocol.records import UPDATE_KEY, from_arrays, to_arrays
 
 log = logging.getLogger("pollen.server")
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from flwr.app import Message
 
-from pollen.strategies.flat import Layout
+from pollen.protocol.flat import Layout
 
 LOG = logging.getLogger("pollen.server")
 WEIGHT_KEY = "num-examples"

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from pollen.client.identity import reply_partition
-from pollen.flower_glue import payload_bytes
+from pollen.protocol.identity import reply_partition
+from pollen.protocol.records import payload_bytes
 from pollen.server.decode import decode_replies
 from pollen.server.delegating_grid import DelegatingGrid
 from pollen.server.inbound import screen_replies

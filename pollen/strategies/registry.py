@@ -62,7 +62,11 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
 
 def load_builtins() -> None:
     """Import the built-in strategy modules so they register themselves (idempotent)."""
-    from pollen.strategies import baselines, fedkseed, fedpeft, flag, frl  # noqa: F401
+    from pollen.strategies.baselines import strategy as baselines  # noqa: F401
+    from pollen.strategies.fedkseed import strategy as fedkseed  # noqa: F401
+    from pollen.strategies.fedpeft import strategy as fedpeft  # noqa: F401
+    from pollen.strategies.flag import strategy as flag  # noqa: F401
+    from pollen.strategies.frl import strategy as frl  # noqa: F401
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pollen.client import deploy
+from pollen.deploy import client as deploy
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pollen.server.node_auth import flower_env
+from pollen.deploy.node_auth import flower_env
 
 
 def free_port() -> int:

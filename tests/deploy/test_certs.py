@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from pollen.deploy.certs import CertError, generate_certs, load_bundle
 from pollen.errors import PollenError
-from pollen.server.certs import CertError, generate_certs, load_bundle
 
 HOSTS = ["127.0.0.1", "localhost", "myserver.example", "10.1.2.3", "::1"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pollen.deploy.certs import generate_certs
 from pollen.deploy.commands import flower_exit_code, superlink_command, supernode_command
+from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.errors import DeploymentError
-from pollen.server.certs import generate_certs
-from pollen.server.node_auth import register_nodes, write_connection
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ docker = pytest.importorskip("docker")
 from docker.errors import APIError, ImageNotFound
 
 from pollen.deploy import local
+from pollen.deploy.certs import load_bundle
 from pollen.deploy.local import DeploymentError, deploy_local, engine_available
-from pollen.server.certs import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 

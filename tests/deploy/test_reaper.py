@@ -1,4 +1,4 @@
-"""`pollen.reaper`: nothing a spawned command starts outlives Pollen, even a detached grandchild and
+"""`pollen.deploy.reaper`: nothing a spawned command starts outlives Pollen, even a detached grandchild and
 even after a `kill -9` of Pollen; exit codes pass through unchanged. Real processes, no Flower."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pollen import reaper
-from pollen.launch import spawn
+from pollen.deploy import reaper
+from pollen.deploy.launch import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_guard = pytest.mark.skipif(not reaper.available(), reason="the guard needs Linux prctl")
@@ -75,7 +75,7 @@ def test_death_of_pollen_takes_every_descendant_down(tmp_path: Path, how: signal
     launcher_code = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
-        from pollen.launch import spawn
+        from pollen.deploy.launch import spawn
         p = spawn("t", ["sh", "-c", {_detached(gc) + "; exec sleep 300"!r}],
                   Path({str(tmp_path / "t.log")!r}), dict(os.environ))
         print(p.popen.pid, flush=True)

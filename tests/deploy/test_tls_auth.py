@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flower_procs import Proc, free_port, port_open, run_to_exit, start, wait_for
 
+from pollen.deploy.certs import CertBundle, generate_certs
 from pollen.deploy.commands import (
     SUPERNODE_CONNECTION_ERROR,
     flower_exit_code,
@@ -18,9 +19,8 @@ from pollen.deploy.commands import (
     supernode_command,
 )
 from pollen.deploy.health import check, main
+from pollen.deploy.node_auth import list_nodes, register_nodes
 from pollen.errors import DeploymentError
-from pollen.server.certs import CertBundle, generate_certs
-from pollen.server.node_auth import list_nodes, register_nodes
 
 pytestmark = pytest.mark.slow
 

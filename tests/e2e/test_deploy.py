@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pollen.launch import free_port, wait_for_port
+from pollen.deploy.launch import free_port, wait_for_port
 from tests.e2e.tiny import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ aggregates the replies that came, later rounds sample only the live clients, the
 
 import pytest
 
-from pollen.launch import free_port, wait_for_port
+from pollen.deploy.launch import free_port, wait_for_port
 from tests.e2e.pollen_procs import client, kill9, read_json, server, tail, wait_for
 from tests.e2e.tiny import tiny_config
 

@@ -8,8 +8,8 @@ import torch
 
 from pollen.cli import main
 from pollen.config import PollenConfig
-from pollen.strategies.fedkseed_state import SeedAccumulator, reconstruct
-from pollen.zo_runtime import load_zo_model
+from pollen.strategies.fedkseed.runtime import load_zo_model
+from pollen.strategies.fedkseed.state import SeedAccumulator, reconstruct
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from pollen.launch import free_port, wait_for_port
+from pollen.deploy.launch import free_port, wait_for_port
 from tests.e2e.pollen_procs import client, kill9, read_json, server, tail, wait_for
 from tests.e2e.tiny import tiny_config
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pollen.client.deploy import REFUSED_EXIT
-from pollen.launch import free_port, wait_for_port
+from pollen.deploy.client import REFUSED_EXIT
+from pollen.deploy.launch import free_port, wait_for_port
 from tests.e2e.tiny import tiny_config
 
 pytestmark = pytest.mark.slow

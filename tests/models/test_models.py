@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from pollen.client.trainer import evaluate, train_steps
 from pollen.config import ModelSection
 from pollen.data import load_dataset
 from pollen.data.tokenize import batches, encode
 from pollen.errors import ConfigError, ModelError
 from pollen.models import apply_peft, load_model, load_trainable_state, trainable_state
+from pollen.models.train import evaluate, train_steps
 
 
 @pytest.fixture(scope="module")

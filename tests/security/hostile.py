@@ -162,19 +162,21 @@ def legit_big() -> bytes:
 
 
 def _decode_pairs(blob: bytes) -> object:
-    from pollen.fedkseed_wire import decode_pairs  # imports Flower and torch: only when needed
+    from pollen.strategies.fedkseed.wire import (
+        decode_pairs,  # imports Flower and torch: only when needed
+    )
 
     return decode_pairs(blob, K, LOCAL_STEPS, client="attacker")
 
 
 def _decode_deltas(blob: bytes) -> object:
-    from pollen.fedkseed_wire import decode_deltas
+    from pollen.strategies.fedkseed.wire import decode_deltas
 
     return decode_deltas(blob, K)
 
 
 def _decode_frl(blob: bytes) -> object:
-    from pollen.strategies.frl_wire import decode_rankings  # imports torch: only when needed
+    from pollen.strategies.frl.wire import decode_rankings  # imports torch: only when needed
 
     return decode_rankings(blob, FRL_SIZES, client="attacker")
 
@@ -335,7 +337,8 @@ def targets(seed: int = 0) -> list[Target]:
     """Every decoder with a small seeded corpus of valid payloads and their decoded values."""
     import torch
 
-    from pollen.fedkseed_wire import (
+    from pollen.strategies.fedkseed.state import SeedDelta
+    from pollen.strategies.fedkseed.wire import (
         decode_deltas,
         decode_pairs,
         decode_probabilities,
@@ -343,8 +346,7 @@ def targets(seed: int = 0) -> list[Target]:
         encode_pairs,
         encode_probabilities,
     )
-    from pollen.strategies.fedkseed_state import SeedDelta
-    from pollen.strategies.frl_wire import decode_rankings, encode_rankings
+    from pollen.strategies.frl.wire import decode_rankings, encode_rankings
 
     rng = np.random.default_rng(seed)
     out = []

@@ -20,7 +20,7 @@ import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from pollen.compression import Codec
-from pollen.flower_glue import to_arrays
+from pollen.protocol.records import to_arrays
 from pollen.server.decode import decode_replies
 from tests.security import hostile
 from tests.strategies import helpers  # noqa: F401  (sets Flower's task identity)

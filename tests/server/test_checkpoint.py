@@ -18,7 +18,7 @@ from pollen.server.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pollen.server.rounds import tolerate_dropouts
+from pollen.server.runner import tolerate_dropouts
 
 
 def _cfg(**over):

@@ -9,7 +9,7 @@ from flwr.serverapp import Grid
 
 from pollen.compression import Codec
 from pollen.config import PollenConfig
-from pollen.flower_glue import to_arrays
+from pollen.protocol.records import to_arrays
 from pollen.server.ledger import Ledger
 from pollen.server.metered_grid import MeteredGrid
 from pollen.strategies import StrategyContext, build_strategy

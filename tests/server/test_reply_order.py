@@ -3,8 +3,8 @@
 import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
-from pollen.client.identity import IDENTITY_KEY, identity_record
-from pollen.flower_glue import from_arrays, to_arrays
+from pollen.protocol.identity import IDENTITY_KEY, identity_record
+from pollen.protocol.records import from_arrays, to_arrays
 from pollen.server.ledger import Ledger
 from pollen.server.metered_grid import MeteredGrid
 from tests.server.test_decode import ScriptedGrid

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from pollen.flower_glue import to_arrays
+from pollen.protocol.records import to_arrays
 
 try:  # Outside a ServerApp process Flower has no task identity; give tests one.
     from flwr.supercore.task_identity import TaskIdentity

@@ -1,0 +1,166 @@
+"""`pollen client`: one Flower SuperNode that runs Pollen's ClientApp on this machine's data."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pollen.deploy.commands import SUPERNODE_CONNECTION_ERROR, flower_exit_code, supernode_command
+from pollen.deploy.launch import flower_env, free_port
+from pollen.deploy.reaper import guarded
+from pollen.errors import ConfigError
+
+# Our process exit status when the server refused the node (exit statuses stop at 255).
+REFUSED_EXIT = 3
+# Flower's documented exit codes a user is most likely to meet.
+EXIT_REASONS = {
+    SUPERNODE_CONNECTION_ERROR: "the server refused this node: wrong CA, or its key is not registered "
+                                "at the server (node authentication)",
+}
+
+
+def supernode_argv(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
+                   certs: str | None, node_key: str | None, max_wait: float | None,
+                   health_address: str | None = None) -> list[str]:
+    """TLS by default; the node key defaults to DIR/node-<partition>.key when `pollen certs` made it."""
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(f"--partition-id must be in [0, {num_partitions}), got {partition_id}")
+    if ":" not in server:
+        raise ConfigError(f"--server must be HOST:PORT, got {server!r}")
+    if not insecure and certs is None:
+        raise ConfigError("clients use TLS by default: pass --certs DIR (with ca.crt), "
+                          "or --insecure against a loopback server")
+    key = Path(node_key) if node_key else None
+    if key is None and certs is not None and (Path(certs) / f"node-{partition_id}.key").is_file():
+        key = Path(certs) / f"node-{partition_id}.key"
+    return supernode_command(superlink=server, partition_id=partition_id,
+                             num_partitions=num_partitions, insecure=insecure,
+                             certs=None if certs is None else Path(certs), node_key=key,
+                             port=free_port(), health_address=health_address,
+                             max_wait_time=max_wait)
+
+
+def _reachable(server: str) -> bool:
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float = 1.0) -> None:
+    """Stop the SuperNode once the server has been unreachable for `max_wait` seconds.
+
+    Flower 1.41's SuperNode logs "Giving up reconnection" after --max-wait-time but keeps running.
+    """
+    down_since: float | None = None
+    while proc.poll() is None:
+        if _reachable(server):
+            down_since = None
+        else:
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since >= max_wait:
+                _stopping.set()
+                proc.terminate()
+                return
+        time.sleep(poll)
+
+
+_refused = threading.Event()
+# Set when the SuperNode was stopped on purpose (a signal, or the server gone for --max-wait).
+_stopping = threading.Event()
+# A SuperNode that crashed is replaced at most this many times in a row (a crash loop stops).
+MAX_REJOINS = 20
+# The server registers node keys just after its port opens; a refusal this soon after the server
+# first answered may only mean "not registered yet", so it is retried until then.
+REFUSAL_GRACE_S = 45.0
+
+
+def _relay(proc: subprocess.Popen) -> None:
+    """Pass the SuperNode's log through, noting Flower's refusal code when it appears."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if flower_exit_code(line) == SUPERNODE_CONNECTION_ERROR:
+            _refused.set()
+
+
+def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> bool:
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    while not _stopping.is_set():
+        if _reachable(server):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return False
+
+
+def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: float | None) -> int:
+    # Under the reaper guard, so the SuperNode's own children (flwr-clientapp) end with this client.
+    proc = subprocess.Popen(guarded(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    threading.Thread(target=_relay, args=(proc,), daemon=True).start()
+
+    def forward(signum: int, _frame: object) -> None:
+        _stopping.set()
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    if max_wait is not None:
+        threading.Thread(target=_watchdog, args=(proc, server, max_wait), daemon=True).start()
+    return proc.wait()
+
+
+def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
+               certs: str | None, node_key: str | None, max_wait: float | None,
+               health_address: str | None = None) -> int:
+    """Run a SuperNode; when it quits on its own, start a fresh one once the server answers again.
+
+    A SuperNode only ends by itself when something broke: a restarted server no longer knows its
+    node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
+    The ways this client is meant to end (a signal, the server gone for --max-wait) set `_stopping`.
+    """
+    # Bad arguments are refused before any waiting: the argv does not change between attempts.
+    argv = supernode_argv(server=server, partition_id=partition_id,
+                          num_partitions=num_partitions, insecure=insecure, certs=certs,
+                          node_key=node_key, max_wait=max_wait, health_address=health_address)
+    env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
+    _refused.clear()
+    _stopping.clear()
+    # A server still loading its model has no SuperLink yet; Flower's SuperNode would give up
+    # after ~20 s with the same code 305 as a refusal. Start it once the server's port answers.
+    if not _reachable(server):
+        print(f"pollen client: waiting for the server at {server}", flush=True)
+        if not _wait_reachable(server, max_wait):
+            print(f"error: no server answered at {server} within {max_wait:.0f} s", flush=True)
+            return 1
+    first_answer = time.monotonic()
+    for attempt in range(MAX_REJOINS + 1):
+        code = _supernode(argv, env, server, max_wait)
+        # Flower exits with status 1 for every error; its own code is only printed in the log.
+        if (code != 0 and _refused.is_set() and not _stopping.is_set() and attempt < MAX_REJOINS
+                and time.monotonic() - first_answer < REFUSAL_GRACE_S):
+            print("pollen client: refused; the server may still be registering node keys, retrying",
+                  flush=True)
+            _refused.clear()
+            time.sleep(3)
+            continue
+        if code != 0 and _refused.is_set():
+            flower_code = SUPERNODE_CONNECTION_ERROR
+            print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
+            return REFUSED_EXIT
+        if _stopping.is_set() or attempt == MAX_REJOINS:
+            return code
+        print(f"pollen client: the SuperNode exited with status {code}; rejoining once the server "
+              "answers", flush=True)
+        if not _wait_reachable(server, max_wait):
+            return code
+    return code

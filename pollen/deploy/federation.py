@@ -1,0 +1,104 @@
+"""Run one federation end to end: check, write the Flower app, start the SuperLink, submit, follow.
+
+Shared by `pollen simulate` (simulation SuperLink) and `pollen server` (deployment SuperLink).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pollen.compression import Codec
+from pollen.config import PollenConfig
+from pollen.deploy.launch import flower_env, start_superlink, submit_run, write_app
+from pollen.deploy.node_auth import register_nodes, write_connection
+from pollen.deploy.progress import follow, summary
+from pollen.errors import ConfigError
+
+
+def preflight(cfg: PollenConfig) -> None:
+    """Fail fast, before any process starts: names, codec, data split, model (and warm its cache)."""
+    from pollen.families import family_of, resolve
+    from pollen.strategies.registry import STRATEGIES, load_builtins
+
+    load_builtins()
+    STRATEGIES.get(cfg.strategy.name)
+    Codec.parse(cfg.compression.codec)
+    resolve(family_of(cfg).preflight)(cfg)
+
+
+def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
+    """A fresh run clears the previous run's files; a resumed one keeps them and its checkpoint."""
+    from pollen.families import family_of
+    from pollen.server.checkpoint import CHECKPOINT_DIR, load_checkpoint
+
+    out = Path(cfg.run.out).resolve()
+    if resume:
+        if not family_of(cfg).resumable:
+            raise ConfigError(f"--resume: strategy {cfg.strategy.name!r} cannot resume yet")
+        load_checkpoint(out, cfg)  # fail now, before any process starts
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "progress.json", "curves.png"):
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "logs", ignore_errors=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    cfg.save(out / "config.toml")
+    return out
+
+
+@dataclass
+class LinkOptions:
+    """How to start the SuperLink and reach it."""
+
+    simulation: bool
+    host: str = "127.0.0.1"
+    port: int | None = None
+    # Directory from `pollen certs` (ca.crt, server.pem, server.key); None = insecure (loopback).
+    certs: Path | None = None
+    # Public keys of the nodes allowed in (Flower node authentication; needs TLS).
+    node_pubs: list[Path] = field(default_factory=list)
+    health_address: str | None = None
+    federation_config: dict[str, object] = field(default_factory=dict)
+    # Called once the SuperLink listens (port), before the run is submitted.
+    on_listening: Callable[[int], None] | None = None
+    # Restart from OUT/checkpoint (`pollen server --resume`).
+    resume: bool = False
+
+
+def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
+    t0 = time.monotonic()
+    with console.status("checking config, data and model…"):
+        preflight(cfg)
+    out = prepare_out(cfg, resume=link.resume)
+    app = write_app(cfg, out, resume=link.resume)
+    home = out / ".flwr-home"
+    env = flower_env(home)
+    auth = bool(link.node_pubs)
+    superlink, port = start_superlink(out, env, simulation=link.simulation, host=link.host,
+                                      port=link.port, certs=link.certs, node_auth=auth,
+                                      health_address=link.health_address)
+    run = None
+    try:
+        address = f"127.0.0.1:{port}"
+        root = None if link.certs is None else link.certs / "ca.crt"
+        if auth:
+            register_nodes(address, link.node_pubs, flwr_home=home, root_cert=root, insecure=False,
+                           connection="pollen")
+        write_connection(home, address, root_cert=root, insecure=link.certs is None, name="pollen")
+        if link.on_listening is not None:
+            link.on_listening(port)
+        run = submit_run(app, out, env, "pollen", link.federation_config)
+        rounds = follow(out, cfg.run.rounds, run, [superlink], console)
+    finally:
+        if run is not None:
+            run.stop()
+        superlink.stop()
+    summary(rounds, out, console, time.monotonic() - t0)
+    return rounds

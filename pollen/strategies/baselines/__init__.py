@@ -1,0 +1,1 @@
+"""Flower's baseline strategies (FedAvg, FedMedian, trimmed mean, (Multi-)Krum, Bulyan)."""

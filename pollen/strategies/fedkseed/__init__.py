@@ -1,0 +1,1 @@
+"""FedKSeed: zeroth-order fine-tuning that ships (seed, scalar) pairs instead of weights."""

@@ -1,0 +1,188 @@
+"""FedKSeed / FedKSeed-Pro server state, free of Flower: the K-vector accumulator and its history.
+
+The global model is never sent: w_v = w_0 - lr * sum_j A_j z(s_j). Two ways to obtain it:
+- ``advance(params, deltas_since(v), ...)`` replays the per-round deltas in order. This is the canonical
+  path: cheap (only the seeds touched in those rounds) and bit-identical for every party that starts
+  from the same w_v, so a client that skipped rounds lands on exactly the model of one that did not.
+- ``reconstruct(w_0, acc)`` rebuilds from scratch with A (all K seeds); equal to the replay up to float
+  rounding. Use it for recovery or checks, not as the per-round path.
+Per-round deltas are float32 (what goes on the wire); A is their float64 sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pollen.errors import ConfigError, PayloadError, PollenError
+from pollen.strategies.fedkseed.seeds import apply_seeds, candidate_seeds
+
+
+class StaleVersionError(PollenError):
+    """The per-round log no longer reaches back to the client's version; send delta_since(0) instead."""
+
+
+@dataclass(frozen=True)
+class SeedDelta:
+    """A[indices] += values takes the accumulator from base_version to version."""
+
+    base_version: int
+    version: int
+    indices: np.ndarray  # int64, strictly increasing, in [0, K)
+    values: np.ndarray  # float32 per round; float64 when merged over rounds
+
+
+def validate_pairs(pairs: Sequence[tuple[int, float]] | np.ndarray, k: int, max_pairs: int | None,
+                   *, client: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check a client's (seed index, g) list; return (indices int64, values float64) arrays."""
+    arr = list(pairs)
+    if max_pairs is not None and len(arr) > max_pairs:
+        raise PayloadError(f"{len(arr)} pairs for at most {max_pairs} local steps", client=client,
+                           field="pairs")
+    try:
+        idx = np.array([int(p[0]) for p in arr], dtype=np.int64)
+        val = np.array([float(p[1]) for p in arr], dtype=np.float64)
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise PayloadError(f"pairs must be (int, float) tuples ({exc})", client=client,
+                           field="pairs") from None
+    if idx.size and (idx.min() < 0 or idx.max() >= k):
+        raise PayloadError(f"seed index out of range [0, {k}): {int(idx[(idx < 0) | (idx >= k)][0])}",
+                           client=client, field="seed_index")
+    if not np.all(np.isfinite(val)):
+        raise PayloadError("non-finite scalar gradient (NaN or Inf)", client=client, field="value")
+    return idx, val
+
+
+class SeedAccumulator:
+    """A in R^K, the per-round delta log, and (Pro) the per-seed |g| statistics."""
+
+    def __init__(self, k: int, master_seed: int, lr: float, pro: bool = False, clip: float = 1000.0,
+                 *, equal_weight: bool = False, keep_rounds: int | None = None) -> None:
+        if k < 1 or not lr > 0 or not clip > 0 or (keep_rounds is not None and keep_rounds < 1):
+            raise ConfigError(f"fedkseed: need k >= 1, lr > 0, clip > 0, keep_rounds >= 1 or None; "
+                              f"got k={k}, lr={lr}, clip={clip}, keep_rounds={keep_rounds}")
+        self.k, self.master_seed, self.lr, self.pro, self.clip = k, master_seed, lr, pro, clip
+        self.equal_weight, self.keep_rounds = equal_weight, keep_rounds
+        self.seeds = candidate_seeds(k, master_seed)
+        self.A = np.zeros(k, dtype=np.float64)
+        self.version = 0
+        self.log: list[SeedDelta] = []
+        # History H_j starts as [0.0] (reference grad_initial): sum 0, count 1.
+        self.abs_sum = np.zeros(k, dtype=np.float64)
+        self.count = np.ones(k, dtype=np.int64)
+
+    def aggregate(self, client_pairs: Sequence[tuple[Sequence[tuple[int, float]], int]]) -> SeedDelta:
+        """One round: A[j] += sum_i w_i G_i[j] with w_i proportional to n_i (or equal); logs the delta."""
+        checked = []
+        for i, (pairs, n) in enumerate(client_pairs):
+            if not (isinstance(n, int | np.integer) and n > 0):
+                raise PayloadError(f"n_samples must be a positive int, got {n!r}", client=i,
+                                   field="n_samples")
+            checked.append((*validate_pairs(pairs, self.k, None, client=i), float(n)))
+        total = sum(1.0 if self.equal_weight else n for _, _, n in checked)
+        dense = np.zeros(self.k, dtype=np.float64)
+        for idx, val, n in checked:
+            w = (1.0 if self.equal_weight else n) / total
+            dense += np.bincount(idx, weights=val * w, minlength=self.k)
+            if self.pro:
+                np.add.at(self.abs_sum, idx, np.abs(np.clip(val, -self.clip, self.clip)))
+                np.add.at(self.count, idx, 1)
+        d32 = dense.astype(np.float32)
+        nz = np.flatnonzero(d32)
+        delta = SeedDelta(self.version, self.version + 1, nz, d32[nz])
+        self.A[nz] += d32[nz].astype(np.float64)
+        self.version += 1
+        self.log.append(delta)
+        if self.keep_rounds is not None and len(self.log) > self.keep_rounds:
+            del self.log[: len(self.log) - self.keep_rounds]
+        return delta
+
+    def probabilities(self) -> np.ndarray:
+        """Seed sampling distribution (spec §3.2): softmax of min-max-scaled mean |clip(g)|."""
+        if not self.pro:
+            return np.full(self.k, 1.0 / self.k)
+        psi = self.abs_sum / self.count
+        scaled = (psi - psi.min()) / (psi.max() - psi.min() + 1e-10)
+        p = np.exp(scaled - scaled.max())
+        return p / p.sum()
+
+    def _check_version(self, version: int) -> None:
+        if not (isinstance(version, int | np.integer) and 0 <= version <= self.version):
+            raise PayloadError(f"version must be in [0, {self.version}], got {version!r}",
+                               field="version")
+
+    def deltas_since(self, version: int) -> list[SeedDelta]:
+        """The logged per-round deltas after `version`, oldest first (for exact replay)."""
+        self._check_version(version)
+        out = [d for d in self.log if d.base_version >= version]
+        if version < self.version and (not out or out[0].base_version != version):
+            raise StaleVersionError(f"per-round log starts at version {self.log[0].base_version}, "
+                                    f"client is at {version}; send delta_since(0) and rebuild")
+        return out
+
+    def delta_since(self, version: int) -> tuple[np.ndarray, np.ndarray]:
+        """Merged A_now - A_version as sparse (indices, float64 values); version 0 gives A itself."""
+        self._check_version(version)
+        if version == 0:
+            nz = np.flatnonzero(self.A)
+            return nz, self.A[nz].copy()
+        dense = np.zeros(self.k, dtype=np.float64)
+        for d in self.deltas_since(version):
+            dense[d.indices] += d.values.astype(np.float64)
+        nz = np.flatnonzero(dense)
+        return nz, dense[nz]
+
+    def state_dict(self) -> dict[str, Any]:
+        """numpy arrays + JSON-able scalars, for checkpoints."""
+        lens = [d.indices.size for d in self.log]
+        return {
+            "k": self.k, "master_seed": self.master_seed, "lr": self.lr, "pro": self.pro,
+            "clip": self.clip, "equal_weight": self.equal_weight, "keep_rounds": self.keep_rounds,
+            "version": self.version, "A": self.A.copy(), "abs_sum": self.abs_sum.copy(),
+            "count": self.count.copy(),
+            "log_versions": np.array([d.version for d in self.log], dtype=np.int64),
+            "log_offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            "log_indices": np.concatenate([d.indices for d in self.log] or [np.zeros(0, np.int64)]),
+            "log_values": np.concatenate([d.values for d in self.log] or [np.zeros(0, np.float32)]),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("k", "master_seed", "lr", "pro"):
+            if state[key] != getattr(self, key):
+                raise ConfigError(f"checkpoint has fedkseed {key}={state[key]!r}, run has "
+                                  f"{getattr(self, key)!r}")
+        if np.shape(state["A"]) != (self.k,):
+            raise ConfigError(f"checkpoint accumulator has shape {np.shape(state['A'])}, need ({self.k},)")
+        self.version = int(state["version"])
+        self.A = np.asarray(state["A"], dtype=np.float64).copy()
+        self.abs_sum = np.asarray(state["abs_sum"], dtype=np.float64).copy()
+        self.count = np.asarray(state["count"], dtype=np.int64).copy()
+        off, idx, val = state["log_offsets"], state["log_indices"], state["log_values"]
+        self.log = [SeedDelta(int(v) - 1, int(v), np.asarray(idx[a:b], dtype=np.int64),
+                              np.asarray(val[a:b], dtype=np.float32))
+                    for v, a, b in zip(state["log_versions"], off[:-1], off[1:], strict=True)]
+
+
+def advance(params: Sequence[torch.Tensor], deltas: Sequence[SeedDelta], seeds: np.ndarray, lr: float,
+            *, rng: str = "torch", threads: int | None = None) -> None:
+    """In place: replay deltas in order, w <- w - lr * sum_j delta_j z(s_j)."""
+    for d in deltas:
+        coeffs = [-lr * float(v) for v in d.values]
+        apply_seeds(params, seeds[d.indices], coeffs, rng=rng, threads=threads)
+
+
+def reconstruct(params0: Sequence[torch.Tensor], acc: SeedAccumulator, *, rng: str = "torch",
+                threads: int | None = None) -> list[torch.Tensor]:
+    """w_0 - lr * sum_j A_j z(s_j) as new tensors (seeds with A_j == 0 are skipped)."""
+    out = [p.detach().clone() for p in params0]
+    nz = np.flatnonzero(acc.A)
+    coeffs = [-acc.lr * float(a) for a in acc.A[nz]]
+    if not all(math.isfinite(c) for c in coeffs):
+        raise ConfigError("accumulator holds non-finite values")
+    apply_seeds(out, acc.seeds[nz], coeffs, rng=rng, threads=threads)
+    return out

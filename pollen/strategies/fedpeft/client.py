@@ -1,0 +1,36 @@
+"""First-order PEFT clients: load the global adapter, train locally, reply with the adapter."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+
+from pollen.compression.update import compress_update, uses_codec
+from pollen.config import PollenConfig
+from pollen.data.tokenize import batches
+from pollen.models.peft_methods import load_trainable_state, trainable_state
+from pollen.models.train import train_steps
+from pollen.protocol.identity import IDENTITY_KEY, identity_record
+from pollen.protocol.records import UPDATE_KEY, from_arrays, to_arrays
+from pollen.strategies.fedpeft.runtime import client_data, runtime
+
+
+def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: int) -> RecordDict:
+    server_round = int(msg.content["config"]["server-round"])
+    torch.manual_seed(cfg.run.seed * 100_003 + server_round * 1009 + pid)
+    rt = runtime(cfg)
+    data = client_data(cfg, pid, n_parts)
+    global_state = from_arrays(msg.content["arrays"])
+    load_trainable_state(rt.model, global_state)
+    stream = batches(data, cfg.train.batch_size, rt.pad_id, steps=cfg.train.local_steps,
+                     seed=cfg.run.seed * 7919 + server_round * 31 + pid)
+    loss, seen = train_steps(rt.model, stream, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    # Weight by the client's data size (FedAvg's n_i), not by the examples of this round.
+    metrics = MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen})
+    local = trainable_state(rt.model)
+    # The identity record lets simulation tooling (AttackGrid) map node id -> partition.
+    if uses_codec(cfg):
+        return RecordDict({UPDATE_KEY: compress_update(cfg, context, global_state, local),
+                           "metrics": metrics, IDENTITY_KEY: identity_record(pid)})
+    return RecordDict({"arrays": to_arrays(local), "metrics": metrics,
+                       IDENTITY_KEY: identity_record(pid)})

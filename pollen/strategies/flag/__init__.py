@@ -1,0 +1,1 @@
+"""FLAG: Byzantine-robust aggregation by the flag median (IRLS over subspaces)."""

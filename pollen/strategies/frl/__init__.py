@@ -1,0 +1,1 @@
+"""FRL: federated rank learning; clients train supermask scores and vote with rankings."""

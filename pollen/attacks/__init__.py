@@ -12,6 +12,8 @@ from pollen.attacks import ndss, simple
 from pollen.attacks.base import ATTACKS, Attack, flip_labels, select_attackers
 from pollen.attacks.ndss import deviation_vector, ndss_gamma
 from pollen.attacks.simple import alie_z
+from pollen.config import PollenConfig
+from pollen.errors import ConfigError
 
 __all__ = [
     "ATTACKS",
@@ -24,3 +26,22 @@ __all__ = [
     "select_attackers",
     "simple",
 ]
+
+
+def check_attack(cfg: PollenConfig) -> Attack | None:
+    """Validate [attack] before anything starts: name, parameters, and that someone attacks."""
+    if not cfg.attack.name:
+        return None
+    attack = ATTACKS.get(cfg.attack.name)
+    accepted = set(attack.param_names()) | ({"base"} if attack.name == "scaling" else set())
+    unknown = sorted(set(cfg.attack.params) - accepted)
+    if unknown:
+        raise ConfigError(f"attack {attack.name!r} has no parameter(s) {', '.join(unknown)}; "
+                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
+    if attack.name == "scaling" and cfg.attack.params.get("base", "global") != "global":
+        raise ConfigError("attack.params.base for 'scaling' can only be \"global\" (θ_global, FRL's "
+                          "FedAvg attack); leave it out to scale the attacker's own update")
+    if not select_attackers(cfg.federation.clients, cfg.attack.fraction, cfg.attack.seed):
+        raise ConfigError(f"attack.fraction = {cfg.attack.fraction} of {cfg.federation.clients} "
+                          f"clients selects no attacker; raise the fraction or the client count")
+    return attack

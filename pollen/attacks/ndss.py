@@ -14,7 +14,7 @@ import torch
 
 from pollen.attacks.base import benign_std, like, reference_set, register
 from pollen.errors import ConfigError
-from pollen.strategies.flag.core import gram_matrix
+from pollen.linalg import gram_matrix
 
 DEVIATIONS = ("unit_vec", "sign", "std")
 _CHUNK = 1 << 22

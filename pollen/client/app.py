@@ -1,12 +1,12 @@
-"""The Flower ClientApp: dispatch each training message to the method family's trainer."""
+"""The Flower ClientApp: hand each training message to the configured method's trainer."""
 
 from __future__ import annotations
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from pollen.families import family_of, resolve
 from pollen.protocol.records import config_from_context, partition_of
+from pollen.strategies import method_for
 
 app = ClientApp()
 
@@ -15,5 +15,4 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_from_context(context)
     pid, n_parts = partition_of(context)
-    handler = resolve(family_of(cfg).client_train)
-    return Message(content=handler(msg, context, cfg, pid, n_parts), reply_to=msg)
+    return Message(content=method_for(cfg).train(msg, context, cfg, pid, n_parts), reply_to=msg)

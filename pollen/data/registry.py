@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -61,19 +60,3 @@ def holdout_split(ds: TextDataset, eval_size: int, seed: int) -> tuple[TextDatas
         raise DataError(f"eval_size {eval_size} leaves no training data ({len(ds)} examples)")
     perm = np.random.default_rng(seed).permutation(len(ds))
     return ds.subset(np.sort(perm[eval_size:])), ds.subset(np.sort(perm[:eval_size]))
-
-
-def load_dataset(name: str, *, eval_size: int = 0, seed: int = 0) -> FederatedData:
-    """eval_size 0 takes the dataset's default held-out size."""
-    from pollen.data import chatterbot, files, tweets  # noqa: F401  (register built-ins)
-
-    if name in DATASETS:
-        full, num_labels, label_names, default_eval = DATASETS.get(name)()
-    elif Path(name).suffix in (".json", ".jsonl", ".csv") or name.startswith("hf:"):
-        full, num_labels, label_names, default_eval = files.load_table(name)
-    else:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS.names())}, "
-                        "a local .json/.jsonl/.csv file, or 'hf:NAME' for a Hugging Face dataset")
-    train, held = holdout_split(full, eval_size or default_eval, seed)
-    return FederatedData(train=train, eval=held, num_labels=num_labels, label_names=label_names,
-                         default_eval_size=default_eval, natural_groups=num_labels == 0)

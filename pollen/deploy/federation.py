@@ -24,23 +24,21 @@ from pollen.errors import ConfigError
 
 def preflight(cfg: PollenConfig) -> None:
     """Fail fast, before any process starts: names, codec, data split, model (and warm its cache)."""
-    from pollen.families import family_of, resolve
-    from pollen.strategies.registry import STRATEGIES, load_builtins
+    from pollen.strategies import method_for
 
-    load_builtins()
-    STRATEGIES.get(cfg.strategy.name)
+    method = method_for(cfg)  # unknown strategy names fail here, listing the choices
     Codec.parse(cfg.compression.codec)
-    resolve(family_of(cfg).preflight)(cfg)
+    method.preflight(cfg)
 
 
 def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
     """A fresh run clears the previous run's files; a resumed one keeps them and its checkpoint."""
-    from pollen.families import family_of
     from pollen.server.checkpoint import CHECKPOINT_DIR, load_checkpoint
+    from pollen.strategies import method_for
 
     out = Path(cfg.run.out).resolve()
     if resume:
-        if not family_of(cfg).resumable:
+        if not method_for(cfg).resumable:
             raise ConfigError(f"--resume: strategy {cfg.strategy.name!r} cannot resume yet")
         load_checkpoint(out, cfg)  # fail now, before any process starts
         return out

@@ -1,4 +1,4 @@
-"""The Flower ServerApp: hand the run to its method family's server runner, report failures."""
+"""The Flower ServerApp: run the rounds of the configured method, report failures."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from pollen.config import PollenConfig
-from pollen.errors import ConfigError, PollenError
-from pollen.families import family_of, resolve
+from pollen.errors import PollenError
 from pollen.protocol.records import OUT_KEY, RESUME_KEY, config_from_context
 from pollen.server.ledger import Ledger
+from pollen.server.runner import run_rounds
+from pollen.strategies import method_for
 
 app = ServerApp()
 
@@ -22,12 +23,7 @@ app = ServerApp()
 def run_server(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
-    family = family_of(cfg)
-    if not resume:
-        return resolve(family.server_run)(grid, cfg, out)
-    if not family.resumable:
-        raise ConfigError(f"--resume: the {family.name!r} family cannot resume yet")
-    return resolve(family.server_run)(grid, cfg, out, resume=True)
+    return run_rounds(grid, cfg, out, method_for(cfg), resume=resume)
 
 
 @app.main()

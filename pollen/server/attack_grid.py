@@ -28,34 +28,15 @@ import torch
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from pollen.attacks import ATTACKS, Attack, select_attackers
+from pollen.attacks import check_attack, select_attackers
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
+from pollen.protocol.delegating_grid import DelegatingGrid
 from pollen.protocol.flat import Layout
 from pollen.protocol.identity import reply_partition
-from pollen.server.delegating_grid import DelegatingGrid
 from pollen.server.inbound import is_train
 
 LOG = logging.getLogger("pollen.attack")
-
-
-def check_attack(cfg: PollenConfig) -> Attack | None:
-    """Validate [attack] before anything starts: name, parameters, and that someone attacks."""
-    if not cfg.attack.name:
-        return None
-    attack = ATTACKS.get(cfg.attack.name)
-    accepted = set(attack.param_names()) | ({"base"} if attack.name == "scaling" else set())
-    unknown = sorted(set(cfg.attack.params) - accepted)
-    if unknown:
-        raise ConfigError(f"attack {attack.name!r} has no parameter(s) {', '.join(unknown)}; "
-                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
-    if attack.name == "scaling" and cfg.attack.params.get("base", "global") != "global":
-        raise ConfigError("attack.params.base for 'scaling' can only be \"global\" (θ_global, FRL's "
-                          "FedAvg attack); leave it out to scale the attacker's own update")
-    if not select_attackers(cfg.federation.clients, cfg.attack.fraction, cfg.attack.seed):
-        raise ConfigError(f"attack.fraction = {cfg.attack.fraction} of {cfg.federation.clients} "
-                          f"clients selects no attacker; raise the fraction or the client count")
-    return attack
 
 
 @dataclass

@@ -4,9 +4,9 @@ After every round the server writes OUT/checkpoint/: the global tensors (safeten
 state.json (round, ledger rows, RNG states, strategy state, config). state.json is written last and
 atomically, so it is the commit point: a crash at any moment leaves the previous checkpoint intact.
 
-Resuming restarts Flower's `strategy.start` for the remaining rounds; `offset_rounds` shifts the
-round numbers every strategy hook sees, so clients, the ledger and evaluation count on from the
-checkpoint and no round is counted twice.
+Resuming restarts Flower's `strategy.start` for the remaining rounds; the round runner's `Rounds`
+wrapper (pollen/server/runner.py) shifts the round numbers the strategy sees, so clients, the ledger
+and evaluation count on from the checkpoint and no round is counted twice.
 """
 
 from __future__ import annotations
@@ -146,30 +146,3 @@ def restore_strategy(strategy: Any, ckpt: Checkpoint) -> None:
             raise ConfigError(f"--resume: the checkpoint holds strategy state but "
                               f"{type(strategy).__name__} has no load_state_dict()")
         strategy.load_state_dict(ckpt.strategy_state)
-
-
-_ROUND_HOOKS = ("configure_train", "aggregate_train", "configure_evaluate", "aggregate_evaluate")
-
-
-def offset_rounds(strategy: Any, offset: int) -> None:
-    """Make Flower's rounds 1..n look like offset+1..offset+n to every strategy hook."""
-    if offset == 0:
-        return
-    for hook in _ROUND_HOOKS:
-        inner = getattr(strategy, hook)
-
-        def shifted(server_round: int, *args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
-            return _inner(server_round + offset, *args, **kwargs)
-
-        setattr(strategy, hook, shifted)
-
-
-def offset_evaluate_fn(evaluate_fn: Any, offset: int) -> Any:
-    """Round 0 of a resumed start is the checkpointed round, already evaluated and in the ledger."""
-    if offset == 0:
-        return evaluate_fn
-
-    def shifted(server_round: int, arrays: Any) -> Any:
-        return None if server_round == 0 else evaluate_fn(server_round + offset, arrays)
-
-    return shifted

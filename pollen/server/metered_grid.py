@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from pollen.protocol.delegating_grid import DelegatingGrid
 from pollen.protocol.identity import reply_partition
 from pollen.protocol.records import payload_bytes
 from pollen.server.decode import decode_replies
-from pollen.server.delegating_grid import DelegatingGrid
 from pollen.server.inbound import screen_replies
 from pollen.server.ledger import Ledger
 

@@ -1,4 +1,9 @@
-"""Strategies by name: Pollen's own plus Flower's baselines, built from the run config."""
+"""Strategies and methods by name: Pollen's own plus Flower's baselines, built from the run config.
+
+A *strategy* is a Flower `Strategy` factory found by `strategy.name`; a *method* (`Method`) groups the
+strategies that share a client trainer and server hooks. Method folders register both here; the
+package `pollen.strategies` imports every built-in method, so importing it is enough to find them.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from flwr.serverapp.strategy import Strategy
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
 from pollen.registry import Registry
+from pollen.strategies.method import Method
 
 
 @dataclass
@@ -24,6 +30,30 @@ class StrategyContext:
 
 Factory = Callable[[StrategyContext], Strategy]
 STRATEGIES: Registry[Factory] = Registry("strategy")
+METHODS: Registry[Method] = Registry("method")
+_METHOD_OF: dict[str, str] = {}
+
+
+def register_method(method: Method) -> Method:
+    """The one line a method folder adds; its strategies must already be registered."""
+    for name in method.strategies:
+        STRATEGIES.get(name)  # unknown strategy -> a clear error at import time
+        if name in _METHOD_OF:
+            raise ConfigError(f"strategy {name!r} belongs to methods {_METHOD_OF[name]!r} and {method.name!r}")
+    METHODS.add(method.name, method)
+    for name in method.strategies:
+        _METHOD_OF[name] = method.name
+    return method
+
+
+def method_of(strategy: str) -> Method:
+    """The method whose strategies include `strategy` (unknown names list the choices)."""
+    STRATEGIES.get(strategy)
+    return METHODS.get(_METHOD_OF[strategy])
+
+
+def method_for(cfg: PollenConfig) -> Method:
+    return method_of(cfg.strategy.name)
 
 
 def sampling_kwargs(cfg: PollenConfig) -> dict[str, Any]:
@@ -60,15 +90,5 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
     return out
 
 
-def load_builtins() -> None:
-    """Import the built-in strategy modules so they register themselves (idempotent)."""
-    from pollen.strategies.baselines import strategy as baselines  # noqa: F401
-    from pollen.strategies.fedkseed import strategy as fedkseed  # noqa: F401
-    from pollen.strategies.fedpeft import strategy as fedpeft  # noqa: F401
-    from pollen.strategies.flag import strategy as flag  # noqa: F401
-    from pollen.strategies.frl import strategy as frl  # noqa: F401
-
-
 def build_strategy(ctx: StrategyContext) -> Strategy:
-    load_builtins()
     return STRATEGIES.get(ctx.cfg.strategy.name)(ctx)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from flwr.app import Message, RecordDict
 
-from pollen.attacks import ATTACKS, select_attackers
+from pollen.attacks import ATTACKS, check_attack, select_attackers
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, UnknownNameError
 from pollen.protocol.grid import LocalGrid
-from pollen.server.attack_grid import AttackGrid, check_attack
+from pollen.server.attack_grid import AttackGrid
 from tests.attacks.flower_msgs import (
     flat,
     global_record,

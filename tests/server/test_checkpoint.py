@@ -12,13 +12,13 @@ from pollen.config import PollenConfig
 from pollen.errors import ConfigError
 from pollen.server.checkpoint import (
     load_checkpoint,
-    offset_evaluate_fn,
-    offset_rounds,
     restore_strategy,
     save_checkpoint,
     set_rng_state,
 )
-from pollen.server.runner import tolerate_dropouts
+from pollen.server.ledger import Ledger
+from pollen.server.runner import Evaluation, Rounds
+from pollen.strategies import ServerSide
 
 
 def _cfg(**over):
@@ -104,18 +104,26 @@ class Grid:
         return list(range(self.n))
 
 
-def test_offset_rounds_and_dropout_tolerance():
-    s = Recorder()
-    tolerate_dropouts(s, _cfg(), first_round=3)
-    offset_rounds(s, 2)
-    s.configure_train(1, None, None, Grid(3))  # round 3: the federation must assemble
-    s.aggregate_train(1, [])
-    s.configure_train(2, None, None, Grid(2))  # round 4: one client died; sample the live two
+class Side(ServerSide):
+    def evaluate(self, server_round, arrays):
+        return {"eval_loss": float(server_round)}
+
+
+def test_offset_rounds_and_dropout_tolerance(tmp_path):
+    s, cfg = Recorder(), _cfg()
+    rounds = Rounds(s, Side(cfg), Ledger(tmp_path, 5), cfg, offset=2, tolerate_dropouts=True)
+    rounds.configure_train(1, None, None, Grid(3))  # round 3: the federation must assemble
+    rounds.aggregate_train(1, [])
+    rounds.configure_train(2, None, None, Grid(2))  # round 4: one client died; sample the live two
     assert s.seen == [("train", 3, 3, 3), ("agg", 3), ("train", 4, 1, 2)]
-    quorum = Recorder()
-    tolerate_dropouts(quorum, _cfg(**{"federation.min_clients": 2}))
-    quorum.configure_train(2, None, None, Grid(1))
+    quorum, cfg2 = Recorder(), _cfg(**{"federation.min_clients": 2})
+    Rounds(quorum, Side(cfg2), Ledger(tmp_path, 5), cfg2, tolerate_dropouts=True).configure_train(
+        2, None, None, Grid(1))
     assert quorum.seen == [("train", 2, 2, 2)]  # below the quorum: wait for it
-    calls = []
-    fn = offset_evaluate_fn(lambda r, a: calls.append(r) or r, 2)
-    assert fn(0, None) is None and fn(1, None) == 3 and calls == [3]
+    patient = Recorder()
+    Rounds(patient, Side(cfg), Ledger(tmp_path, 5), cfg).configure_train(2, None, None, Grid(1))
+    assert patient.seen == [("train", 2, 3, 3)]  # a method that does not tolerate dropouts waits
+    ledger = Ledger(tmp_path, 5)
+    fn = Evaluation(Side(cfg), ledger, cfg, tmp_path, s, offset=2)
+    assert fn(0, None) is None and fn(1, None)["eval_loss"] == 3.0
+    assert [r["round"] for r in ledger.rounds] == [3]

@@ -13,6 +13,8 @@ from pollen.strategies.registry import (
     strategy_params,
 )
 
+NAMES = ("fedavg", "median", "trimmedmean", "multikrum", "krum", "bulyan")
+
 
 @STRATEGIES.register("fedavg")
 def fedavg(ctx: StrategyContext) -> FedAvg:

@@ -1,4 +1,4 @@
-"""Server runner of the zo-seeds family (FedKSeed): rounds over Flower, central eval, final model.
+"""Server hooks of FedKSeed: central evaluation on the server's own replayed model, final model save.
 
 The server keeps its own copy of the full model and moves it along the accumulator's per-round log
 (the same replay every client does), so its evaluation sees exactly the clients' global model.
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from safetensors.numpy import save_file
 
 from pollen.config import PollenConfig
@@ -24,40 +25,14 @@ from pollen.data.tokenize import batches
 from pollen.errors import ConfigError
 from pollen.io_utils import atomic_write_json
 from pollen.models.train import evaluate
-from pollen.server.ledger import Ledger, plot_curves
-from pollen.server.metered_grid import MeteredGrid
-from pollen.server.runner import close_round
-from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.fedkseed.runtime import ZOModel, load_zo_model, zo_eval_data
 from pollen.strategies.fedkseed.state import SeedAccumulator
 from pollen.strategies.fedkseed.strategy import FedKSeed
+from pollen.strategies.method import ServerSide, TrainResult
 
 MODEL_DIR = "model"
 STATE_FILE = "fedkseed_state.safetensors"
 MANIFEST = "pollen_fedkseed.json"
-
-
-class ZOEvaluation:
-    """Flower's `evaluate_fn`: advance the server's model to the round's version, evaluate, log."""
-
-    def __init__(self, cfg: PollenConfig, zm: ZOModel, acc: SeedAccumulator, ledger: Ledger) -> None:
-        self.cfg, self.zm, self.acc, self.ledger = cfg, zm, acc, ledger
-        self.eval_set = zo_eval_data(zm)
-
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        self.ledger.phase(server_round, "evaluate")
-        version = int(arrays["version"].numpy()[0])
-        self.zm.advance(self.acc.deltas_since(self.zm.version))
-        if self.zm.version != version:
-            raise ConfigError(f"server model at version {self.zm.version}, round {server_round} "
-                              f"ended at {version}")
-        res = evaluate(self.zm.model, batches(self.eval_set, 16, self.zm.pad_id, seed=0, shuffle=False),
-                       self.zm.task)
-        metrics: dict[str, float] = {"eval_loss": res.loss}
-        if res.accuracy is not None:
-            metrics["eval_accuracy"] = res.accuracy
-        close_round(self.ledger, server_round, self.cfg.run.rounds, metrics)
-        return MetricRecord(metrics)
 
 
 def save_final(zm: ZOModel, acc: SeedAccumulator, out: Path) -> Path:
@@ -92,40 +67,54 @@ def save_final(zm: ZOModel, acc: SeedAccumulator, out: Path) -> Path:
     return target
 
 
-def record_rounds(strategy: FedKSeed, ledger: Ledger) -> None:
-    """Ledger rows from the strategy's own verdicts: accepted clients, and replies it dropped."""
-    inner = strategy.aggregate_train
+class ZOServer(ServerSide):
+    """The server keeps a full model and replays the accumulator's log onto it before evaluating."""
 
-    def aggregate_train(server_round: int, replies: Any) -> Any:
-        arrays, metrics = inner(server_round, replies)
-        ledger.dropped(len(strategy.dropped))
+    def __init__(self, cfg: PollenConfig) -> None:
+        super().__init__(cfg)
+        self.zm = load_zo_model(cfg)
+        self.eval_set = zo_eval_data(self.zm)
+        self.acc: SeedAccumulator | None = None
+
+    def tensor_names(self) -> list[str]:
+        return self.zm.names
+
+    def initial_arrays(self, strategy: Strategy) -> ArrayRecord:
+        assert isinstance(strategy, FedKSeed)  # the registry pairs this method with its own strategies
+        self.acc = strategy.acc
+        return strategy.initial_arrays()
+
+    def attack_grid(self, grid: Grid) -> Grid | None:
+        """No attacks: they act on tensor updates and FedKSeed replies carry scalar pairs (preflight refuses)."""
+        return grid
+
+    def train_result(self, strategy: Strategy, replies: list[Message], arrays: ArrayRecord | None,
+                     metrics: MetricRecord | None) -> TrainResult:
+        """Ledger rows from the strategy's own verdicts: accepted clients, and replies it dropped."""
+        assert isinstance(strategy, FedKSeed)
         loss = float(metrics["train_loss"]) if metrics is not None and "train_loss" in metrics else None
-        ledger.train_result(clients=int(metrics["clients"]) if metrics is not None else 0,
-                            train_loss=loss if loss is None or math.isfinite(loss) else None)
-        return arrays, metrics
+        return TrainResult(clients=int(metrics["clients"]) if metrics is not None else 0,  # type: ignore[arg-type]
+                           train_loss=loss if loss is None or math.isfinite(loss) else None,
+                           dropped=len(strategy.dropped))
 
-    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """Advance the server's model to the round's version, then evaluate it."""
+        assert self.acc is not None
+        version = int(arrays["version"].numpy()[0])
+        self.zm.advance(self.acc.deltas_since(self.zm.version))
+        if self.zm.version != version:
+            raise ConfigError(f"server model at version {self.zm.version}, round {server_round} "
+                              f"ended at {version}")
+        res = evaluate(self.zm.model, batches(self.eval_set, 16, self.zm.pad_id, seed=0, shuffle=False),
+                       self.zm.task)
+        metrics: dict[str, float] = {"eval_loss": res.loss}
+        if res.accuracy is not None:
+            metrics["eval_accuracy"] = res.accuracy
+        return metrics
 
-
-def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
-    ledger = Ledger(out, cfg.run.rounds)
-    ledger.phase(0, "loading")
-    zm = load_zo_model(cfg)
-    strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=zm.names))
-    if not isinstance(strategy, FedKSeed):
-        raise ConfigError(f"strategy {cfg.strategy.name!r} is not a FedKSeed strategy")
-    record_rounds(strategy, ledger)
-    strategy.start(
-        grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes,
-                         codec=cfg.compression.codec),
-        initial_arrays=strategy.initial_arrays(),
-        num_rounds=cfg.run.rounds,
-        timeout=cfg.run.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_fn=ZOEvaluation(cfg, zm, strategy.acc, ledger),
-    )
-    zm.advance(strategy.acc.deltas_since(zm.version))
-    save_final(zm, strategy.acc, out)
-    plot_curves(ledger.rounds, out / "curves.png")
-    ledger.phase(cfg.run.rounds, "done")
-    return {"rounds": ledger.rounds, "accumulator": strategy.acc}
+    def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
+             seconds: float) -> dict[str, Any]:
+        assert isinstance(strategy, FedKSeed)
+        self.zm.advance(strategy.acc.deltas_since(self.zm.version))
+        save_final(self.zm, strategy.acc, out)
+        return {"accumulator": strategy.acc}

@@ -32,7 +32,6 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from pollen.errors import PayloadError
-from pollen.families import register_family
 from pollen.protocol.records import to_arrays
 from pollen.strategies.fedkseed.state import SeedAccumulator
 from pollen.strategies.fedkseed.wire import decode_pairs, encode_deltas, encode_probabilities
@@ -189,6 +188,3 @@ def fedkseed_pro(ctx: StrategyContext) -> FedKSeed:
     """FedKSeed-Pro: seeds sampled by their historical |g| (whatever `[fedkseed] pro` says)."""
     return _build(ctx, pro=True)
 
-
-register_family("fedkseed", "zo-seeds")
-register_family("fedkseed-pro", "zo-seeds")

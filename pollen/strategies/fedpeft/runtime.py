@@ -97,8 +97,8 @@ def eval_data(cfg: PollenConfig) -> Encoded:
 
 def preflight(cfg: PollenConfig) -> None:
     """Every client gets data and the model loads (which also warms its cache)."""
+    from pollen.attacks import check_attack
     from pollen.errors import DataError
-    from pollen.server.attack_grid import check_attack
 
     check_attack(cfg)  # unknown attack names / parameters fail before any process starts
     n = cfg.federation.clients
@@ -107,6 +107,6 @@ def preflight(cfg: PollenConfig) -> None:
             raise DataError(f"client {pid} would get no data; use fewer clients")
     rt = runtime(cfg)
     # The strategy factory validates [strategy.params] against the federation (e.g. flag's m).
-    from pollen.strategies import StrategyContext, build_strategy
+    from pollen.strategies.registry import StrategyContext, build_strategy
 
     build_strategy(StrategyContext(cfg=cfg, tensor_names=list(rt.initial_state())))

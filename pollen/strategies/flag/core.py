@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pollen.errors import ConfigError, PayloadError
+from pollen.linalg import gram_matrix
 from pollen.strategies.flag.weights import (
     client_weights,
     clipped_magnitudes,
@@ -38,7 +39,6 @@ from pollen.strategies.flag.weights import (
 SCALES = ("median_norm", "reference")
 COMBINES = ("clipped", "unit")
 INITS = ("flag_mean", "random")
-_GRAM_CHUNK_ELEMS = 1 << 21  # float64 elements per Gram chunk (16 MiB; cache-friendlier)
 _RANK_RTOL = 1e-10  # eigenvalues of CᵀC below this fraction of the largest are treated as zero
 
 
@@ -65,17 +65,6 @@ class FlagResult:
         inv = torch.where(self.norms > 0, 1.0 / self.norms, torch.zeros_like(self.norms))
         coef = (self.coefficients * inv[:, None]).to(updates.device, updates.dtype)
         return updates.T @ coef
-
-
-def gram_matrix(updates: torch.Tensor) -> torch.Tensor:
-    """UᵀU-style Gram (n×n, float64, CPU) of the rows of `updates`, accumulated in column chunks."""
-    n, d = updates.shape
-    chunk = max(1, _GRAM_CHUNK_ELEMS // max(n, 1))
-    gram = torch.zeros((n, n), dtype=torch.float64, device=updates.device)
-    for start in range(0, d, chunk):
-        block = updates[:, start : start + chunk].to(torch.float64)
-        gram += block @ block.T
-    return gram.cpu()
 
 
 def _top_subspace(factor: torch.Tensor, gx: torch.Tensor, m: int) -> torch.Tensor:

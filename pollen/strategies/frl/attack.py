@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from pollen.errors import PayloadError
-from pollen.server.delegating_grid import DelegatingGrid
+from pollen.protocol.delegating_grid import DelegatingGrid
 from pollen.strategies.frl.core import borda_sums
 from pollen.strategies.frl.strategy import ranking_blob
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings, encode_rankings

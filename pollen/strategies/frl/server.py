@@ -1,4 +1,4 @@
-"""Server runner of the supermask family (FRL): vote rounds, central evaluation, ledger, final save.
+"""Server hooks of FRL: central evaluation of the voted ranking, rank-reversal attacks, final save.
 
 Round 0 evaluates the initial scores S⁰; every round after the vote evaluates the global scores on the
 server's held-out set (images: the first EVAL_IMAGES Fashion-MNIST test images, for speed; text:
@@ -9,27 +9,25 @@ evaluation (`evaluate_saved`). Bytes are the payload bytes counted by MeteredGri
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
+from pollen.attacks import select_attackers
 from pollen.config import PollenConfig
-from pollen.errors import ConfigError
 from pollen.models.supermask import set_scores
-from pollen.server.ledger import Ledger, plot_curves
-from pollen.server.metered_grid import MeteredGrid
-from pollen.server.runner import close_round, record_train_results
-from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.frl.artifacts import save_frl
+from pollen.strategies.frl.attack import RankReversalGrid
 from pollen.strategies.frl.core import scores_from_ranking
 from pollen.strategies.frl.runtime import FRLRuntime, frl_runtime
 from pollen.strategies.frl.strategy import FRLStrategy
 from pollen.strategies.frl.train import TensorBatches, evaluate
+from pollen.strategies.method import ServerSide, TrainResult
 
 log = logging.getLogger("pollen.server")
 
@@ -47,73 +45,47 @@ def evaluate_rankings(rt: FRLRuntime, rankings: dict[str, torch.Tensor], x: np.n
     return losses / n, correct / n
 
 
-class FRLEvaluation:
-    """Flower's `evaluate_fn`: the global ranking → scores → held-out loss/accuracy → ledger row."""
+class FRLServer(ServerSide):
+    """Global rankings → scores → held-out loss/accuracy; the vote's accepted count goes to the ledger."""
 
-    def __init__(self, cfg: PollenConfig, rt: FRLRuntime, ledger: Ledger) -> None:
-        self.cfg, self.rt, self.ledger = cfg, rt, ledger
+    def __init__(self, cfg: PollenConfig) -> None:
+        super().__init__(cfg)
+        self.rt = frl_runtime(cfg)
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        self.ledger.phase(server_round, "evaluate")
+    def tensor_names(self) -> list[str]:
+        return list(self.rt.sizes)
+
+    def initial_arrays(self, strategy: Strategy) -> ArrayRecord:
+        assert isinstance(strategy, FRLStrategy)  # the registry pairs this method with its own strategy
+        return strategy.initial_arrays()
+
+    def attack_grid(self, grid: Grid) -> Grid | None:
+        """Simulation attacks on FRL: colluding rank reversal (the only one defined on rankings)."""
+        if self.cfg.attack.name != "rank-reversal":
+            return grid
+        attackers = select_attackers(self.cfg.federation.clients, self.cfg.attack.fraction, self.cfg.attack.seed)
+        log.info("rank-reversal attackers (partition ids): %s", attackers)
+        return RankReversalGrid(grid, attackers, self.rt.sizes)
+
+    def train_result(self, strategy: Strategy, replies: list[Message], arrays: ArrayRecord | None,
+                     metrics: MetricRecord | None) -> TrainResult:
+        """The ledger's `clients` are the rankings that entered the vote, not every reply that arrived."""
+        loss = None if metrics is None or "train_loss" not in metrics else float(metrics["train_loss"])
+        return TrainResult(clients=int(metrics["accepted"]) if metrics is not None else 0,  # type: ignore[arg-type]
+                           train_loss=loss)
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
         rankings = {k: torch.from_numpy(np.asarray(arrays[k].numpy(), dtype=np.int64)) for k in self.rt.sizes}
         loss, acc = evaluate_rankings(self.rt, rankings, self.rt.split.eval_x, self.rt.split.eval_y)
-        metrics = {"eval_loss": loss, "eval_accuracy": acc}
-        log.info("round %d: %s", server_round,
-                 close_round(self.ledger, server_round, self.cfg.run.rounds, metrics))
-        return MetricRecord(metrics)
+        return {"eval_loss": loss, "eval_accuracy": acc}
 
-
-def _count_accepted(strategy: FRLStrategy, ledger: Ledger) -> None:
-    """The ledger's `clients` are the rankings that entered the vote, not every reply that arrived."""
-    inner = strategy.aggregate_train
-
-    def aggregate_train(server_round: int, replies: Any) -> Any:
-        arrays, metrics = inner(server_round, replies)
-        loss = None if metrics is None or "train_loss" not in metrics else float(metrics["train_loss"])
-        ledger.train_result(clients=int(metrics["accepted"]) if metrics is not None else 0, train_loss=loss)
-        return arrays, metrics
-
-    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
-
-
-def attack_grid(grid: Grid, cfg: PollenConfig, rt: FRLRuntime) -> Grid:
-    """Simulation attacks on FRL: colluding rank reversal (the only one defined on rankings)."""
-    if cfg.attack.name != "rank-reversal":
-        return grid
-    from pollen.attacks import select_attackers
-    from pollen.strategies.frl.attack import RankReversalGrid
-
-    attackers = select_attackers(cfg.federation.clients, cfg.attack.fraction, cfg.attack.seed)
-    log.info("rank-reversal attackers (partition ids): %s", attackers)
-    return RankReversalGrid(grid, attackers, rt.sizes)
-
-
-def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
-    ledger = Ledger(out, cfg.run.rounds)
-    ledger.phase(0, "loading")
-    rt = frl_runtime(cfg)
-    strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=list(rt.sizes)))
-    if not isinstance(strategy, FRLStrategy):
-        raise ConfigError(f"strategy {cfg.strategy.name!r} is not an FRL strategy")
-    record_train_results(strategy, ledger)
-    _count_accepted(strategy, ledger)
-    t0 = time.monotonic()
-    strategy.start(
-        grid=MeteredGrid(attack_grid(grid, cfg, rt), ledger,
-                         max_payload_bytes=cfg.compression.max_payload_bytes,
-                         codec=cfg.compression.codec),
-        initial_arrays=strategy.initial_arrays(),
-        num_rounds=cfg.run.rounds,
-        timeout=cfg.run.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_fn=FRLEvaluation(cfg, rt, ledger),
-    )
-    extra: dict[str, Any] = {"total_rounds": cfg.run.rounds, "seconds": round(time.monotonic() - t0, 1),
-                             "eval_examples": len(rt.split.eval_y), "final": ledger.rounds[-1]}
-    save_frl(out, strategy.state, cfg, extra)
-    plot_curves(ledger.rounds, out / "curves.png")
-    ledger.phase(cfg.run.rounds, "done")
-    return {"rounds": ledger.rounds, **extra}
+    def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
+             seconds: float) -> dict[str, Any]:
+        assert isinstance(strategy, FRLStrategy)
+        extra: dict[str, Any] = {"total_rounds": self.cfg.run.rounds, "seconds": round(seconds, 1),
+                                 "eval_examples": len(self.rt.split.eval_y), "final": rows[-1]}
+        save_frl(out, strategy.state, self.cfg, extra)
+        return extra
 
 
 def evaluate_saved(directory: str | Path) -> dict[str, float]:

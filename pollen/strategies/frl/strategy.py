@@ -31,7 +31,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pollen.errors import PayloadError
-from pollen.families import register_family
 from pollen.strategies.frl.core import FRLServerState
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings, encode_rankings
 from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, strategy_params
@@ -179,5 +178,3 @@ def build(ctx: StrategyContext) -> FRLStrategy:
                        min_available_nodes=kw["min_available_nodes"], seed=cfg.run.seed,
                        weighted=p.get("weighted", False))
 
-
-register_family("frl", "supermask")

@@ -11,8 +11,7 @@ import pytest
 from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from pollen.config import PollenConfig
-from pollen.families import family_of
-from pollen.strategies import StrategyContext, build_strategy
+from pollen.strategies import StrategyContext, build_strategy, method_for
 from pollen.strategies.fedkseed.state import SeedAccumulator
 from pollen.strategies.fedkseed.strategy import REPLY_KEY, FedKSeed
 from pollen.strategies.fedkseed.wire import decode_deltas, decode_probabilities, encode_pairs
@@ -54,14 +53,14 @@ def raw_pairs(idx: list[int], val: list[float]) -> bytes:
             + np.array(val, "<f4").tobytes())
 
 
-def test_registered_with_zo_family_and_pro_name():
+def test_registered_as_one_method_with_pro_name():
     cfg = PollenConfig.load(None, {"strategy.name": "fedkseed"})
-    assert family_of(cfg).name == "zo-seeds"
+    assert method_for(cfg).name == "fedkseed"
     s = build_strategy(StrategyContext(cfg=cfg, tensor_names=[]))
     assert isinstance(s, FedKSeed) and not s.acc.pro and s.acc.k == cfg.fedkseed.k
     assert s.min_available_nodes == cfg.federation.clients
     cfg = PollenConfig.load(None, {"strategy.name": "fedkseed-pro"})
-    assert family_of(cfg).name == "zo-seeds"
+    assert method_for(cfg).name == "fedkseed"
     assert build_strategy(StrategyContext(cfg=cfg, tensor_names=[])).acc.pro
     cfg = PollenConfig.load(None, {"strategy.name": "fedkseed", "fedkseed.pro": True})
     assert build_strategy(StrategyContext(cfg=cfg, tensor_names=[])).acc.pro

@@ -12,11 +12,10 @@ from flwr.app import ConfigRecord, Message
 from pollen.config import PollenConfig
 from pollen.models.supermask import SupermaskLinear, supermask_layers
 from pollen.protocol.inprocess import InProcessGrid
-from pollen.server.ledger import Ledger
 from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.frl.client import train
 from pollen.strategies.frl.runtime import frl_runtime, preflight
-from pollen.strategies.frl.server import FRLEvaluation
+from pollen.strategies.frl.server import FRLServer
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings
 
 pytestmark = pytest.mark.skipif(
@@ -56,6 +55,5 @@ def test_one_round_on_three_pretrained_layers(tmp_path: Path) -> None:
 
     arrays, metrics = strategy.aggregate_train(1, [Message(content=content, reply_to=msgs[1])])
     assert arrays is not None and metrics["accepted"] == 1
-    evaluation = FRLEvaluation(cfg, rt, Ledger(tmp_path, 1))
-    row = evaluation(1, arrays)
+    row = FRLServer(cfg).evaluate(1, arrays)
     assert 0.0 <= row["eval_accuracy"] <= 1.0 and torch.isfinite(torch.tensor(row["eval_loss"]))

@@ -7,10 +7,11 @@ package `pollen.strategies` imports every built-in method, so importing it is en
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, get_args, get_type_hints
 
 from flwr.serverapp.strategy import Strategy
 
@@ -88,6 +89,24 @@ def strategy_params(cfg: PollenConfig, allowed: dict[str, type]) -> dict[str, An
             raise ConfigError(f"strategy.params.{key}: expected {typ.__name__}, got {value!r}")
         out[key] = value
     return out
+
+
+P = TypeVar("P")
+
+
+def typed_params(cfg: PollenConfig, cls: type[P]) -> P:
+    """`[strategy.params]` as the method's params dataclass `cls` (its fields are what it accepts).
+
+    Types are checked here (ints pass as floats); `cls.__post_init__` validates values, so a params
+    class is validated where it is declared.
+    """
+    hints = get_type_hints(cls)
+    allowed = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        typ = hints[f.name]
+        args = [a for a in get_args(typ) if a is not type(None)]
+        allowed[f.name] = args[0] if args else typ
+    return cls(**strategy_params(cfg, allowed))
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:

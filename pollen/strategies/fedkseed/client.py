@@ -29,6 +29,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from pollen.config import PollenConfig
 from pollen.data.tokenize import Encoded, batches
 from pollen.errors import PayloadError
+from pollen.protocol.seeding import batch_seed, torch_seed
 from pollen.strategies.fedkseed.runtime import ZOModel, model_loss, process_model, zo_client_data
 from pollen.strategies.fedkseed.state import SeedDelta
 from pollen.strategies.fedkseed.train import ZOResult, zo_train
@@ -82,9 +83,9 @@ def local_train(zm: ZOModel, data: Encoded, server_round: int, pid: int, probs: 
     """This client's ZO steps of one round from zm's current weights (seeded by run, round, client)."""
     cfg, fk = zm.cfg, zm.cfg.fedkseed
     stream = batches(data, fk.batch_size, zm.pad_id, steps=fk.local_steps,
-                     seed=cfg.run.seed * 7919 + server_round * 31 + pid)
+                     seed=batch_seed(cfg.run.seed, server_round, pid))
     return zo_train(zm.model, stream, model_loss, seeds=zm.seeds, steps=fk.local_steps, lr=fk.lr,
-                    eps=fk.eps, generator_seed=cfg.run.seed * 100_003 + server_round * 1009 + pid,
+                    eps=fk.eps, generator_seed=torch_seed(cfg.run.seed, server_round, pid),
                     params=zm.params, param_names=zm.names, probs=probs, weight_decay=fk.weight_decay,
                     grad_clip=fk.grad_clip, rng=fk.rng, restore=restore)
 

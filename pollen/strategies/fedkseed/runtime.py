@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from pollen.config import PollenConfig
+from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.errors import ConfigError, DataError, PayloadError
 from pollen.models import load_model
 from pollen.strategies.fedkseed.seeds import candidate_seeds
 from pollen.strategies.fedkseed.state import SeedDelta, advance
-from pollen.strategies.fedpeft.runtime import client_indices, data_for
 
 
 def select_params(model: torch.nn.Module, pattern: str) -> tuple[list[str], list[torch.Tensor]]:

@@ -33,9 +33,10 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from pollen.errors import PayloadError
 from pollen.protocol.records import to_arrays
+from pollen.strategies.fedkseed.config import FedKSeedParams
 from pollen.strategies.fedkseed.state import SeedAccumulator
 from pollen.strategies.fedkseed.wire import decode_pairs, encode_deltas, encode_probabilities
-from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, strategy_params
+from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, typed_params
 
 # A child of Flower's logger: its lines land in the run's log next to Flower's own round lines.
 log = logging.getLogger("flwr.pollen.fedkseed")
@@ -170,7 +171,7 @@ class FedKSeed(Strategy):
 
 
 def _build(ctx: StrategyContext, pro: bool) -> FedKSeed:
-    strategy_params(ctx.cfg, {})
+    typed_params(ctx.cfg, FedKSeedParams)
     fk = ctx.cfg.fedkseed
     acc = SeedAccumulator(fk.k, master_seed=ctx.cfg.run.seed, lr=fk.lr, pro=pro or fk.pro,
                           clip=fk.pro_clip, equal_weight=fk.equal_weight)

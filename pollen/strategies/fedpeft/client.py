@@ -12,18 +12,19 @@ from pollen.models.peft_methods import load_trainable_state, trainable_state
 from pollen.models.train import train_steps
 from pollen.protocol.identity import IDENTITY_KEY, identity_record
 from pollen.protocol.records import UPDATE_KEY, from_arrays, to_arrays
+from pollen.protocol.seeding import batch_seed, torch_seed
 from pollen.strategies.fedpeft.runtime import client_data, runtime
 
 
 def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: int) -> RecordDict:
     server_round = int(msg.content["config"]["server-round"])
-    torch.manual_seed(cfg.run.seed * 100_003 + server_round * 1009 + pid)
+    torch.manual_seed(torch_seed(cfg.run.seed, server_round, pid))
     rt = runtime(cfg)
     data = client_data(cfg, pid, n_parts)
     global_state = from_arrays(msg.content["arrays"])
     load_trainable_state(rt.model, global_state)
     stream = batches(data, cfg.train.batch_size, rt.pad_id, steps=cfg.train.local_steps,
-                     seed=cfg.run.seed * 7919 + server_round * 31 + pid)
+                     seed=batch_seed(cfg.run.seed, server_round, pid))
     loss, seen = train_steps(rt.model, stream, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     # Weight by the client's data size (FedAvg's n_i), not by the examples of this round.
     metrics = MetricRecord({"num-examples": len(data), "train_loss": loss, "seen": seen})

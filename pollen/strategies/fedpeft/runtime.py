@@ -15,7 +15,8 @@ import torch
 
 from pollen.attacks.poison import poison_client_data
 from pollen.config import PollenConfig
-from pollen.data import FederatedData, load_dataset, partition
+from pollen.data import FederatedData
+from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.models import apply_peft, load_model
 from pollen.models.peft_methods import trainable_state
@@ -35,29 +36,6 @@ class Runtime:
 
     def initial_state(self) -> dict[str, np.ndarray]:
         return trainable_state(self.model)
-
-
-@functools.lru_cache(maxsize=2)
-def _data(name: str, eval_size: int, seed: int) -> FederatedData:
-    return load_dataset(name, eval_size=eval_size, seed=seed)
-
-
-def data_for(cfg: PollenConfig) -> FederatedData:
-    return _data(cfg.data.name, cfg.data.eval_size, cfg.run.seed)
-
-
-def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) -> np.ndarray:
-    data = data_for(cfg)
-    scheme = cfg.data.partition
-    if scheme == "auto":
-        scheme = "natural" if data.natural_groups else "dirichlet"
-    parts = partition(scheme, data.train.groups, num_partitions,
-                      seed=cfg.run.seed, alpha=cfg.data.alpha)
-    idx = parts[partition_id]
-    cap = cfg.data.max_client_examples
-    if cap and len(idx) > cap:
-        idx = np.sort(np.random.default_rng(cfg.run.seed + partition_id).choice(idx, cap, replace=False))
-    return idx
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ Design decisions (see also flag_core's docstring for the deviations from the ref
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable
@@ -36,11 +37,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from pollen.errors import ConfigError
 from pollen.protocol.flat import Layout
+from pollen.strategies.flag.config import FlagParams
 from pollen.strategies.flag.core import (
-    COMBINES,
-    SCALES,
     FlagResult,
     flag_aggregate,
     validate_updates,
@@ -50,7 +49,7 @@ from pollen.strategies.registry import (
     StrategyContext,
     sampled_clients,
     sampling_kwargs,
-    strategy_params,
+    typed_params,
 )
 
 log = logging.getLogger("pollen.server")
@@ -147,28 +146,6 @@ def _drop(server_round: int, reply: Message, why: str) -> None:
 
 @STRATEGIES.register("flag")
 def build(ctx: StrategyContext) -> FlagAggregator:
-    p = strategy_params(ctx.cfg, {"m": int, "lam": float, "max_iters": int, "tol": float,
-                                  "scale": str, "combine": str, "dedup_tol": float,
-                                  "server_lr": float, "server_momentum": float, "weighted": bool})
-    n = sampled_clients(ctx.cfg)
-    m = p.get("m")
-    if m is not None and not 1 <= m <= n:
-        raise ConfigError(f"strategy.params.m = {m}, but only {n} clients are sampled per round "
-                          f"(federation.clients × fraction); use 1 <= m <= {n} or leave m out "
-                          f"(default ⌈n/2⌉)")
-    if p.get("scale", "median_norm") not in SCALES:
-        raise ConfigError(f"strategy.params.scale = {p['scale']!r}; choose one of: {', '.join(SCALES)}")
-    if p.get("combine", "unit") not in COMBINES:
-        raise ConfigError(f"strategy.params.combine = {p['combine']!r}; choose one of: "
-                          f"{', '.join(COMBINES)}")
-    if not 0.0 <= p.get("dedup_tol", 0.01) < 1.0:
-        raise ConfigError(f"strategy.params.dedup_tol must be in [0, 1) (0 disables), got "
-                          f"{p['dedup_tol']}")
-    if p.get("lam", 0.0) < 0 or p.get("max_iters", 50) < 0 or p.get("tol", 1e-6) < 0:
-        raise ConfigError("strategy.params: flag needs lam >= 0, max_iters >= 0 and tol >= 0")
-    if p.get("server_lr", 1.0) <= 0:
-        raise ConfigError(f"strategy.params.server_lr must be > 0, got {p['server_lr']}")
-    if not 0 <= p.get("server_momentum", 0.0) < 1:
-        raise ConfigError(f"strategy.params.server_momentum must be in [0, 1), got "
-                          f"{p['server_momentum']}")
-    return FlagAggregator(**p, **sampling_kwargs(ctx.cfg))
+    p = typed_params(ctx.cfg, FlagParams)
+    p.check_sampled(sampled_clients(ctx.cfg))
+    return FlagAggregator(**dataclasses.asdict(p), **sampling_kwargs(ctx.cfg))

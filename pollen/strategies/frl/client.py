@@ -12,6 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from pollen.config import PollenConfig
 from pollen.errors import PayloadError
 from pollen.models.supermask import get_scores, set_scores
+from pollen.protocol.seeding import batch_seed, torch_seed
 from pollen.strategies.frl.core import rank_scores, scores_from_ranking
 from pollen.strategies.frl.runtime import client_examples, frl_runtime
 from pollen.strategies.frl.train import TensorBatches, train_scores
@@ -38,9 +39,9 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
     rt = frl_runtime(cfg)
     ranking = decode_rankings(blob, rt.sizes, client="server")
     set_scores(rt.model, {k: scores_from_ranking(ranking[k], rt.sorted_scores[k]) for k in rt.sizes})
-    torch.manual_seed(cfg.run.seed * 100_003 + server_round * 1009 + pid)
+    torch.manual_seed(torch_seed(cfg.run.seed, server_round, pid))
     x, y = client_examples(cfg, pid, n_parts)
-    batches = TensorBatches(x, y, cfg.frl.batch_size, seed=cfg.run.seed * 7919 + server_round * 31 + pid)
+    batches = TensorBatches(x, y, cfg.frl.batch_size, seed=batch_seed(cfg.run.seed, server_round, pid))
     m = train_scores(rt.model, batches, epochs=epochs, lr=lr, momentum=cfg.frl.momentum,
                      weight_decay=cfg.frl.weight_decay)
     mine = {k: rank_scores(v.cpu()) for k, v in get_scores(rt.model).items()}

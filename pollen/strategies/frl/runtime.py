@@ -33,6 +33,7 @@ from pollen.models.supermask import (
     layer_sizes,
     wrap_linear_with_supermask,
 )
+from pollen.protocol.seeding import cap_indices
 
 IMAGE_DATASETS = ("fashion-mnist",)
 # Per-round central evaluation uses this fixed slice of the 10k test images, for speed;
@@ -193,13 +194,8 @@ def _parts(cfg_json: str, n_clients: int) -> tuple[np.ndarray, ...]:
     labels = _runtime(cfg_json).split.train_y
     scheme = "dirichlet" if cfg.data.partition == "auto" else cfg.data.partition
     parts = partition(scheme, labels, n_clients, seed=cfg.run.seed, alpha=cfg.data.alpha)
-    cap = cfg.data.max_client_examples
-    out = []
-    for pid, idx in enumerate(parts):
-        if cap and len(idx) > cap:
-            idx = np.sort(np.random.default_rng(cfg.run.seed + pid).choice(idx, cap, replace=False))
-        out.append(idx)
-    return tuple(out)
+    return tuple(cap_indices(idx, cfg.data.max_client_examples, cfg.run.seed, pid)
+                 for pid, idx in enumerate(parts))
 
 
 def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) -> np.ndarray:

@@ -31,9 +31,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pollen.errors import PayloadError
+from pollen.strategies.frl.config import FRLParams
 from pollen.strategies.frl.core import FRLServerState
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings, encode_rankings
-from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, strategy_params
+from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, typed_params
 
 log = logging.getLogger("pollen.frl")
 
@@ -170,11 +171,11 @@ def build(ctx: StrategyContext) -> FRLStrategy:
     from pollen.strategies.frl.runtime import frl_runtime
 
     cfg = ctx.cfg
-    p = strategy_params(cfg, {"weighted": bool})
+    p = typed_params(cfg, FRLParams)
     kw = sampling_kwargs(cfg)
     state = FRLServerState.from_scores(frl_runtime(cfg).initial_scores)
     return FRLStrategy(state, lr=cfg.frl.lr, lr_decay=cfg.frl.lr_decay, local_epochs=cfg.frl.local_epochs,
                        fraction_train=kw["fraction_train"], min_train_nodes=kw["min_train_nodes"],
                        min_available_nodes=kw["min_available_nodes"], seed=cfg.run.seed,
-                       weighted=p.get("weighted", False))
+                       weighted=p.weighted)
 

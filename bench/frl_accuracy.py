@@ -1,7 +1,7 @@
 """FRL vs dense FedAvg on Fashion-MNIST, clean and under attack, with the real strategy objects in-process.
 
 FRL runs Pollen's own server runner (`pollen.strategies.frl.server.run`: FRLStrategy, MeteredGrid, ledger,
-RankReversalGrid) and client handler (`pollen.client.app.train` → frl_client) over `InProcessGrid`, i.e.
+RankReversalGrid) and client handler (`pollen.client.app.train` → pollen/strategies/frl/client.py) over `InProcessGrid`, i.e.
 `pollen simulate` minus the Flower/Ray processes. FedAvg runs Flower's `FedAvg` over the same grid with a
 dense conv4 of the same architecture (bench/frl_dense.py), same client split, same number of rounds.
 Attacks: FRL under colluding rank reversal, FedAvg under scaling (Δ_mal = 1e5·θ_global), spec §5.6.

@@ -3,7 +3,7 @@
 Per round, each sampled node gets ONE message of its own (ConfigRecord "config"):
 ``version`` (the global version V it must train from), ``base-version`` b (where the server believes
 the node is: the version it last reported, 0 if never heard from), ``deltas`` (the per-round
-accumulator deltas b -> V, fedkseed_wire format, exact float32) and, for Pro, ``probs``.
+accumulator deltas b -> V, fedkseed/wire.py format, exact float32) and, for Pro, ``probs``.
 It replies with ``fedkseed.pairs`` (its (seed index, g) pairs) and metrics ``num-examples``,
 ``model-version`` (the version it trained from) and ``train_loss``.
 

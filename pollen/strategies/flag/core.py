@@ -12,7 +12,7 @@ Why it is built this way:
   instead of a random one; IRLS runs to convergence and returns the best iterate, never a worse one;
   the default output scale is `median_norm`; and by default near-copies of one direction share
   one vote (dedup_tol), with norm-clipped raw updates in the projected sum as an option
-  (combine="clipped"); see flag_weights for why and the measurements. The paper's aggregator stays
+  (combine="clipped"); see flag/weights.py for why and the measurements. The paper's aggregator stays
   selectable (`flag_aggregate`).
 - λ keeps the reference semantics: a pair column is scaled by λ/(p(p−1)), so its scatter weight (and
   the objective term IRLS minimises) carries (λ/(p(p−1)))²; spec §4.2 writes that factor unsquared,
@@ -170,7 +170,7 @@ def flag_aggregate(
     seeded random start (drawn inside span{x_i}); the default starts from the flag mean.
     combine="unit" (default) sums unit vectors as the paper does; "clipped" sums each update at its
     own length clipped at the weighted median norm τ: Y Yᵀ Σ ω_i·min(‖g_i‖, τ)·x_i, so tiny
-    updates weigh little even when they are not copies (see flag_weights). dedup_tol > 0 (default
+    updates weigh little even when they are not copies (see flag/weights.py). dedup_tol > 0 (default
     0.01, a documented deviation) divides each client's weight ω_i by the number of near-copies of
     its direction (cosine ≥ 1 − dedup_tol), in the fit, the sum and τ alike; 0 disables it. The
     paper's aggregator is combine="unit", dedup_tol=0, scale="reference".

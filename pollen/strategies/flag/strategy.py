@@ -6,10 +6,10 @@ Each reply's update Δ_i = local − global (all tensors flattened in the global
 spec §4.3 step 7). Clients still send their full local state, so the strategy works with Pollen's
 ordinary ClientApp. Parameters ([strategy.params]): m, lam, max_iters, tol, scale, combine,
 dedup_tol, server_lr, server_momentum, weighted. The paper's aggregator is combine = "unit",
-dedup_tol = 0; the default dedup_tol = 0.01 (near-copies share one vote) is flag_weights'
+dedup_tol = 0; the default dedup_tol = 0.01 (near-copies share one vote) is flag/weights.py's
 measured improvement, combine = "clipped" an option against tiny updates that are not copies.
 
-Design decisions (see also flag_core's docstring for the deviations from the reference code):
+Design decisions (see also flag/core.py's docstring for the deviations from the reference code):
 - Unweighted by default (`weighted = false`): `num-examples` is self-reported, and one attacker
   claiming a huge count would dominate a weighted objective and projected sum, undoing the
   robustness. The paper's aggregator is unweighted too. `weighted = true` opts into

@@ -31,7 +31,7 @@ log = logging.getLogger("pollen.attack")
 def reverse_collective(rankings: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     """Per layer, the attackers' Borda ranking reversed: their most important edges go last.
 
-    Same result as `frl_core.rank_reversal` on the scores the rankings came from, since a ranking is
+    Same result as `frl/core.py: rank_reversal` on the scores the rankings came from, since a ranking is
     `rank_scores(S)`; here the server only ever sees rankings.
     """
     if not rankings:

@@ -104,7 +104,7 @@ class FRLServerState:
         return cls(shapes, sorted_scores, {k: rank_scores(v.cpu()) for k, v in scores.items()})
 
     def layer_sizes(self) -> dict[str, int]:
-        """Expected ranking length per layer, for `frl_wire.decode_rankings`."""
+        """Expected ranking length per layer, for `frl/wire.py: decode_rankings`."""
         return {k: v.numel() for k, v in self.sorted_scores.items()}
 
     def update(self, client_rankings: Sequence[Mapping[str, Tensor]],

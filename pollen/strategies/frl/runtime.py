@@ -2,7 +2,7 @@
 
 Every party rebuilds the same frozen network and initial scores S⁰ from `run.seed`, so only rankings ever
 travel: the server's global scores are S⁰'s sorted values reassigned along the global ranking, and a
-client recomputes them bit-for-bit from the ranking (`frl_core.scores_from_ranking`).
+client recomputes them bit-for-bit from the ranking (`frl/core.py: scores_from_ranking`).
 
 Two kinds of run share this module:
 - images: `conv4-supermask` / `lenet-supermask` (random signed-constant weights, spec §5.2) on
@@ -37,7 +37,7 @@ from pollen.protocol.seeding import cap_indices
 
 IMAGE_DATASETS = ("fashion-mnist",)
 # Per-round central evaluation uses this fixed slice of the 10k test images, for speed;
-# `frl_server.evaluate_saved` evaluates a finished run on all of them.
+# `frl/server.py: evaluate_saved` evaluates a finished run on all of them.
 EVAL_IMAGES = 2000
 SUPPORTED_ATTACKS = ("rank-reversal",)
 

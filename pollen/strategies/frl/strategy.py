@@ -2,7 +2,7 @@
 
 The ArrayRecord that Flower's `Strategy.start` threads through the rounds holds the global ranking per
 layer (int64 edge ids, least to most important); it never travels. What travels is the compact
-`frl_wire` encoding (⌈log₂ n⌉ bits per edge) as bytes in a ConfigRecord, both ways. Clients rebuild the
+`frl/wire.py` encoding (⌈log₂ n⌉ bits per edge) as bytes in a ConfigRecord, both ways. Clients rebuild the
 global scores exactly from it and the seed-derived score multiset. Every reply is untrusted: a ranking
 that does not decode to valid permutations of the right sizes is logged and left out of the vote, and
 the round completes with the rest (with none left, the global ranking stays as it was).

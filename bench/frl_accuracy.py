@@ -50,7 +50,7 @@ def frl_config(a: argparse.Namespace) -> PollenConfig:
 
 def run_frl(cfg: PollenConfig, out: Path) -> dict[str, Any]:
     import pollen.client.app as client_app
-    from pollen.protocol.inprocess import InProcessGrid
+    from pollen.protocol.grid import InProcessGrid
     from pollen.server.app import run_server
     from pollen.strategies.frl.runtime import preflight
     from pollen.strategies.frl.server import evaluate_saved

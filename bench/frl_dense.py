@@ -24,7 +24,7 @@ from torch import nn
 from pollen.attacks import select_attackers
 from pollen.config import PollenConfig
 from pollen.data.fashion_mnist import load_fashion_mnist, normalize
-from pollen.protocol.inprocess import InProcessGrid
+from pollen.protocol.grid import InProcessGrid
 from pollen.strategies.frl.runtime import client_indices
 from pollen.strategies.frl.train import TensorBatches, evaluate
 

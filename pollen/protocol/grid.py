@@ -1,4 +1,8 @@
-"""LocalGrid: a Flower Grid that delivers messages to in-process client functions.
+"""In-process Flower Grids for tests and benchmarks: `LocalGrid` and `InProcessGrid`.
+
+`LocalGrid` delivers messages to client functions `(message, partition id) -> content`; `InProcessGrid`
+runs a ClientApp-style handler `(message, Context) -> Message` with a simulation SuperNode's Context
+(`partition-id`, `num-partitions`, the run config), so the real client handlers run unchanged.
 
 For benchmarks and tests that must run the real server-side pieces (a strategy's `start`,
 `configure_train`/`aggregate_train`, MeteredGrid's screening, the AttackGrid) many times, where
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 import numpy as np
-from flwr.app import Error, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -23,6 +27,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 # (instruction message, partition id) -> reply content
 ClientFn = Callable[[Message, int], RecordDict]
+# (instruction message, the node's Flower Context) -> reply message, as a ClientApp's handler
+Handler = Callable[[Message, Context], Message]
 
 
 def ensure_task_identity(run_id: int = 1) -> None:
@@ -90,3 +96,48 @@ class LocalGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         raise NotImplementedError("LocalGrid answers synchronously: use send_and_receive")
+
+
+class InProcessGrid(Grid):
+    """Nodes 1..n (partition ids 0..n-1) answered by `handler(message, context)`, one after another."""
+
+    def __init__(self, n_nodes: int, handler: Handler, run_config: dict[str, str] | None = None) -> None:
+        ensure_task_identity()
+        self.handler = handler
+        self.contexts = {
+            pid + 1: Context(run_id=1, node_id=pid + 1,
+                             node_config={"partition-id": pid, "num-partitions": n_nodes},
+                             state=RecordDict(), run_config=dict(run_config or {}))
+            for pid in range(n_nodes)}
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        replies = []
+        for msg in messages:
+            ctx = self.contexts[msg.metadata.dst_node_id]
+            try:
+                replies.append(self.handler(msg, ctx))
+            except Exception as e:  # noqa: BLE001 - Flower turns ClientApp exceptions into error replies
+                replies.append(Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=msg))
+        return replies
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        self._run = run
+
+    @property
+    def run(self):  # type: ignore[override]
+        return getattr(self, "_run", None)
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:  # type: ignore[override]
+        return Message(content=content, message_type=message_type, dst_node_id=dst_node_id,
+                       group_id=group_id, ttl=ttl)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError("InProcessGrid answers synchronously; use send_and_receive")
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError("InProcessGrid answers synchronously; use send_and_receive")

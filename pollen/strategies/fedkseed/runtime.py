@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pollen.compression.update import uses_codec
 from pollen.config import PollenConfig
 from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
@@ -130,7 +131,7 @@ def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
 
 def preflight(cfg: PollenConfig) -> None:
     """Every client gets data, the model loads and the parameter regex selects something."""
-    if cfg.compression.codec.strip() not in ("", "none"):
+    if uses_codec(cfg):
         raise ConfigError(f"compression.codec {cfg.compression.codec!r} does not apply to FedKSeed: "
                           "its replies are already a few bytes of (seed, scalar) pairs; leave it empty")
     if cfg.attack.name:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pollen.compression.update import uses_codec
 from pollen.config import PollenConfig
 from pollen.data.partition import partition
 from pollen.errors import ConfigError, DataError, ModelError
@@ -217,7 +218,7 @@ def preflight(cfg: PollenConfig) -> None:
     if cfg.attack.name and cfg.attack.name not in SUPPORTED_ATTACKS:
         raise ConfigError(f"attack {cfg.attack.name!r} does not apply to FRL (clients send rankings, not "
                           f"updates); FRL supports: {', '.join(SUPPORTED_ATTACKS)}")
-    if cfg.compression.codec not in ("", "none"):
+    if uses_codec(cfg):
         raise ConfigError("FRL already sends ⌈log₂ n⌉-bit rankings; compression.codec does not apply "
                           "(leave it empty)")
     if kind == "image":

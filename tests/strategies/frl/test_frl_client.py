@@ -14,7 +14,7 @@ from pollen.config import PollenConfig
 from pollen.data.fashion_mnist import is_available
 from pollen.errors import ConfigError, DataError
 from pollen.models.supermask import build_supermask_model, get_scores
-from pollen.protocol.inprocess import InProcessGrid
+from pollen.protocol.grid import InProcessGrid
 from pollen.protocol.records import CONFIG_KEY
 from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.frl.artifacts import load_frl_state, save_frl

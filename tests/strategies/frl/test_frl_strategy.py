@@ -10,7 +10,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
-from pollen.protocol.inprocess import InProcessGrid, ensure_task_identity
+from pollen.protocol.grid import InProcessGrid, ensure_task_identity
 from pollen.strategies.frl.attack import RankReversalGrid, reverse_collective
 from pollen.strategies.frl.core import FRLServerState, rank_reversal, rank_scores
 from pollen.strategies.frl.strategy import FRLStrategy

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Message
 
 from pollen.config import PollenConfig
 from pollen.models.supermask import SupermaskLinear, supermask_layers
-from pollen.protocol.inprocess import InProcessGrid
+from pollen.protocol.grid import InProcessGrid
 from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.frl.client import train
 from pollen.strategies.frl.runtime import frl_runtime, preflight

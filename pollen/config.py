@@ -27,10 +27,14 @@ class RunSection:
     rounds: int = 3
     # Seconds the server waits for a round's replies before it aggregates what arrived.
     round_timeout: float = 600.0
+    # A round that aggregates no client update fails the run unless this is true.
+    allow_empty_rounds: bool = False
 
     def validate(self) -> None:
         _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
+        _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",
+               f"must be true or false, got {self.allow_empty_rounds!r}")
 
 
 @dataclass

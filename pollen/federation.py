@@ -17,6 +17,7 @@ from rich.console import Console
 from pollen.compression import Codec
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
+from pollen.io_utils import check_writable_dir
 from pollen.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.progress import follow, summary
 from pollen.server.node_auth import register_nodes, write_connection
@@ -74,6 +75,7 @@ class LinkOptions:
 
 def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
     t0 = time.monotonic()
+    check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
     out = prepare_out(cfg, resume=link.resume)

@@ -48,8 +48,18 @@ def wait_for_port(host: str, port: int, timeout: float, proc: Proc | None = None
     raise DeploymentError(f"nothing answered on {host}:{port} within {timeout:.0f} s")
 
 
+# Ray (the simulation backend) binds its GCS, raylet, object manager and workers to the machine's
+# routable address on all interfaces, unauthenticated. With "clusters" off, Ray is single-machine
+# and every one of them binds 127.0.0.1 (ray._private.services.get_node_ip_address; the C++
+# servers listen on loopback only when the node address is 127.0.0.1). Flower 1.42's federation
+# config cannot carry ray.init(_node_ip_address=...), and Ray rewrites that 127.0.0.1 to the
+# routable address anyway unless this switch is off. Measured in tests/security/test_failures.py.
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Flower's process environment plus Pollen's: offline hub, quiet tokenizers, unbuffered logs."""
+    """Flower's process environment plus Pollen's: offline hub, quiet tokenizers, unbuffered logs,
+    and a Ray that is local to this machine (loopback only; never an existing cluster)."""
     env = _flower_env(flwr_home)
     env.update({
         "TOKENIZERS_PARALLELISM": "false",
@@ -57,7 +67,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
         "PYTHONUNBUFFERED": "1",
         "RAY_DEDUP_LOGS": "0",
+        **RAY_LOOPBACK_ENV,
     })
+    env.pop("RAY_ADDRESS", None)
     return env
 
 

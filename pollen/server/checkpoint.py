@@ -48,6 +48,7 @@ def _comparable(cfg: PollenConfig) -> dict[str, Any]:
     d.get("run", {}).pop("rounds", None)
     d.get("run", {}).pop("out", None)
     d.get("run", {}).pop("round_timeout", None)
+    d.get("run", {}).pop("allow_empty_rounds", None)
     return d
 
 
@@ -164,9 +165,13 @@ def offset_rounds(strategy: Any, offset: int) -> None:
         setattr(strategy, hook, shifted)
 
 
-def offset_evaluate_fn(evaluate_fn: Any, offset: int) -> Any:
-    """Round 0 of a resumed start is the checkpointed round, already evaluated and in the ledger."""
-    if offset == 0:
+def offset_evaluate_fn(evaluate_fn: Any, offset: int, *, resumed: bool = False) -> Any:
+    """Round 0 of a resumed start is the checkpointed round, already evaluated and in the ledger.
+
+    That holds for a checkpoint of round 0 too (offset 0): its row is in the ledger already, and
+    evaluating again would list round 0 twice in metrics.json.
+    """
+    if offset == 0 and not resumed:
         return evaluate_fn
 
     def shifted(server_round: int, arrays: Any) -> Any:

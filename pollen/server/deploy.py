@@ -26,6 +26,8 @@ def serve(cfg: PollenConfig, console: Console, *, host: str, port: int, insecure
           certs: str | None, node_auth: bool = True, health_address: str | None = None,
           resume: bool = False) -> list[dict]:
     """TLS by default, with Flower node authentication for the node keys made by `pollen certs`."""
+    if certs is not None:  # Flower's processes and `flwr` run in other working directories
+        certs = str(Path(certs).absolute())
     if insecure and certs is not None:
         raise ConfigError("--insecure conflicts with --certs; pass one or the other")
     if insecure and not _is_loopback(host):

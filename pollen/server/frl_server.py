@@ -59,7 +59,8 @@ class FRLEvaluation:
         loss, acc = evaluate_rankings(self.rt, rankings, self.rt.split.eval_x, self.rt.split.eval_y)
         metrics = {"eval_loss": loss, "eval_accuracy": acc}
         log.info("round %d: %s", server_round,
-                 close_round(self.ledger, server_round, self.cfg.run.rounds, metrics))
+                 close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
+                             allow_empty=self.cfg.run.allow_empty_rounds))
         return MetricRecord(metrics)
 
 

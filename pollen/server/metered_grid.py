@@ -11,7 +11,7 @@ from pollen.client.identity import reply_partition
 from pollen.flower_glue import payload_bytes
 from pollen.server.decode import decode_replies
 from pollen.server.delegating_grid import DelegatingGrid
-from pollen.server.inbound import screen_replies
+from pollen.server.inbound import is_train, screen_replies
 from pollen.server.ledger import Ledger
 
 
@@ -33,6 +33,7 @@ class MeteredGrid(DelegatingGrid):
         # Bytes as they crossed the wire, before decoding.
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
+        self._account(messages, replies)
         # Compressed payloads are decoded and validated, then every update is screened (NaN/Inf,
         # shapes, names); strategies only ever see valid, Flower-conventional replies.
         decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes,
@@ -40,6 +41,17 @@ class MeteredGrid(DelegatingGrid):
         screened = screen_replies(messages, decoded)
         self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
         return sorted(screened, key=arrival_independent_order)
+
+    def _account(self, messages: list[Message], replies: list[Message]) -> None:
+        """What became of this round's train instructions: replied, failed, or never answered."""
+        train = [m for m in messages if is_train(m)]
+        if not train:
+            return
+        nodes = {m.metadata.dst_node_id for m in train}
+        answers = [r for r in replies if r.metadata.src_node_id in nodes]
+        errors = sum(1 for r in answers if r.has_error())
+        self._ledger.exchange(sampled=len(train), replied=len(answers) - errors, errors=errors,
+                              timed_out=max(0, len(train) - len(answers)))
 
 
 def arrival_independent_order(reply: Message) -> tuple[bool, int, int]:

@@ -151,7 +151,7 @@ def register_nodes(superlink_control_address: str, pub_keys: Iterable[Path], *, 
     already registered is reported, not an error. Waits up to `timeout` s for the SuperLink to
     come up. Registrations run a few at a time since each `flwr` call costs ~1 s of start-up.
     """
-    keys = [Path(p) for p in pub_keys]
+    keys = [Path(p).absolute() for p in pub_keys]  # `flwr` runs with cwd=flwr_home
     for k in keys:
         _check_pub_key(k)
     if len({k.read_bytes().split()[1] for k in keys}) != len(keys):

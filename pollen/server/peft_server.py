@@ -50,8 +50,9 @@ class CentralEvaluation:
         metrics: dict[str, float] = {"eval_loss": res.loss}
         if res.accuracy is not None:
             metrics["eval_accuracy"] = res.accuracy
-        log.info("round %d: %s", server_round, close_round(self.ledger, server_round, self.cfg.run.rounds,
-                                                            metrics))
+        log.info("round %d: %s", server_round, close_round(
+            self.ledger, server_round, self.cfg.run.rounds, metrics,
+            allow_empty=self.cfg.run.allow_empty_rounds))
         if self.on_round_end is not None:
             self.on_round_end(server_round, arrays)
         return MetricRecord(metrics)
@@ -92,7 +93,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False) -> di
         num_rounds=cfg.run.rounds - start,
         timeout=cfg.run.round_timeout,
         train_config=ConfigRecord({"lr": cfg.train.lr, "local-steps": cfg.train.local_steps}),
-        evaluate_fn=offset_evaluate_fn(evaluate_fn, start),
+        evaluate_fn=offset_evaluate_fn(evaluate_fn, start, resumed=resume),
     )
     final = result.arrays if result.arrays is not None and len(result.arrays) else to_arrays(initial)
     load_trainable_state(rt.model, from_arrays(final))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
-from pollen.server.ledger import Ledger
+from pollen.errors import RoundError
+from pollen.server.ledger import Ledger, shortfall
+
+log = logging.getLogger("pollen.server")
 
 
 def record_train_results(strategy: Any, ledger: Ledger) -> None:
@@ -27,9 +31,21 @@ def record_train_results(strategy: Any, ledger: Ledger) -> None:
 
 
 def close_round(ledger: Ledger, server_round: int, total_rounds: int,
-                metrics: dict[str, float]) -> dict[str, Any]:
-    """Write the round's ledger row and announce the next phase."""
+                metrics: dict[str, float], *, allow_empty: bool = False) -> dict[str, Any]:
+    """Write the round's ledger row, say what the round lost, and announce the next phase.
+
+    A round that aggregated nobody left the model where it was: unless the run allows it
+    (`run.allow_empty_rounds`), the run stops here with the round's accounting as the reason,
+    instead of "finishing" with a model that never trained.
+    """
     row = ledger.close_round(server_round, metrics)
+    lost = shortfall(row)
+    if lost is not None:
+        log.warning("%s", lost)
+    if server_round > 0 and row["aggregated"] == 0 and not allow_empty:
+        hint = " (raise run.round_timeout if clients need longer)" if row["timed_out"] else ""
+        raise RoundError(f"{lost or f'round {server_round} aggregated no client update'}{hint}; "
+                         "set run.allow_empty_rounds = true to let a run go on through empty rounds")
     if server_round < total_rounds:
         ledger.phase(server_round + 1, "train")
     return row

@@ -56,7 +56,8 @@ class ZOEvaluation:
         metrics: dict[str, float] = {"eval_loss": res.loss}
         if res.accuracy is not None:
             metrics["eval_accuracy"] = res.accuracy
-        close_round(self.ledger, server_round, self.cfg.run.rounds, metrics)
+        close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
+                    allow_empty=self.cfg.run.allow_empty_rounds)
         return MetricRecord(metrics)
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pollen.config import PollenConfig
-from pollen.errors import ConfigError, PollenError
+from pollen.errors import PollenError
 
 # CLI flag -> dotted config key. Values go through the config's own type checks.
 SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         fail(console, f"{where}{e.strerror or e}")
         return 1
-    except Exception as e:  # noqa: BLE001 - a bug: still one line; the traceback on request
+    except Exception as e:  # a bug: still one line; the traceback on request
         if os.environ.get("POLLEN_DEBUG"):
             raise
         fail(console, f"unexpected {type(e).__name__}: {e} (set POLLEN_DEBUG=1 for the traceback)")

@@ -56,6 +56,8 @@ def test_one_round_on_three_pretrained_layers(tmp_path: Path) -> None:
 
     arrays, metrics = strategy.aggregate_train(1, [Message(content=content, reply_to=msgs[1])])
     assert arrays is not None and metrics["accepted"] == 1
-    evaluation = FRLEvaluation(cfg, rt, Ledger(tmp_path, 1))
+    ledger = Ledger(tmp_path, 1)
+    ledger.train_result(clients=int(metrics["accepted"]), train_loss=None)  # as the runner records it
+    evaluation = FRLEvaluation(cfg, rt, ledger)
     row = evaluation(1, arrays)
     assert 0.0 <= row["eval_accuracy"] <= 1.0 and torch.isfinite(torch.tensor(row["eval_loss"]))

@@ -30,7 +30,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.serverapp import Grid
 from rich.console import Console
 
-import pollen.cli as cli
+from pollen import cli
 from pollen.client.identity import IDENTITY_KEY, identity_record
 from pollen.config import PollenConfig
 from pollen.flower_glue import CONFIG_KEY, OUT_KEY, partition_of
@@ -453,6 +453,6 @@ def test_simulate_listens_on_loopback_only(tmp_path):
     names = {name for name, _, _ in seen}
     # We watched the real thing: Flower's SuperLink and Ray's GCS and raylet were all listening.
     assert {"gcs_server", "raylet"} <= names, seen
-    assert any(n.startswith("flower-superlin") or n.startswith("flwr") for n in names), seen
+    assert any(n.startswith(("flower-superlin", "flwr")) for n in names), seen
     exposed = sorted(s for s in seen if not _is_loopback(s[1]))
     assert not exposed, f"listening beyond loopback: {exposed}"

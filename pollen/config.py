@@ -31,6 +31,7 @@ class RunSection:
     allow_empty_rounds: bool = False
 
     def validate(self) -> None:
+        _check(bool(self.out.strip()), "run.out", "must name a directory, got an empty string")
         _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
         _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",

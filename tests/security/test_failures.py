@@ -106,6 +106,8 @@ def test_unwritable_out_is_one_line_before_any_work(tmp_path, capsys):
     assert time.monotonic() - t0 < 30  # refused before the model or data were loaded
     assert cli.main(["simulate", "--out", str(blocker)]) != 0
     assert "is not a directory" in capsys.readouterr().out
+    assert cli.main(["simulate", "--out", " "]) != 0
+    assert "run.out: must name a directory" in capsys.readouterr().out
 
 
 def test_error_text_is_printed_as_text_not_markup(tmp_path, capsys):

@@ -82,6 +82,16 @@ def _status(progress: dict[str, Any] | None, total: int, started: float) -> Text
     return Text(f"{bar} round {rnd}/{total} · {phase} · {elapsed:.0f}s", style="bold cyan")
 
 
+def _ended_early(run: Proc) -> str:
+    """Why a run ended without a word from the ServerApp: Flower's own exit code, if it printed one."""
+    from pollen.deploy.commands import flower_exit_code
+
+    code = flower_exit_code(run.tail(400))
+    flower = f", Flower exit code {code}" if code is not None else ""
+    return (f"the run ended before finishing (flwr run exited with code {run.popen.returncode}"
+            f"{flower}; see {run.log})")
+
+
 def follow(out: Path, total_rounds: int, run: Proc, watch: list[Proc], console: Console,
            poll: float = 0.5) -> list[dict[str, Any]]:
     """Render progress until the submission ends; raise if the run failed.
@@ -132,7 +142,7 @@ def follow(out: Path, total_rounds: int, run: Proc, watch: list[Proc], console: 
         crashed = dead()
         why = one_line(progress.get("error") or (
             f"{crashed.name} exited with code {crashed.popen.returncode}" if crashed
-            else f"the run ended before finishing (flwr run exited with code {run.popen.returncode})"))
+            else _ended_early(run)))
         if progress.get("phase") != "failed":
             record_failure(out, why)
         logs = "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail(15)}" for p in [run, *watch])

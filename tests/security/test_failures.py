@@ -330,13 +330,15 @@ def test_follow_records_a_failure_the_server_could_not(tmp_path):
     from pollen.progress import follow
 
     Ledger(tmp_path, 3).phase(2, "train")
-    run = spawn("flwr-run", [sys.executable, "-c", "import sys; sys.exit(3)"],
-                tmp_path / "logs" / "run.log", dict(os.environ))
+    script = "print('ERROR :     Exit Code: 700'); import sys; sys.exit(3)"
+    run = spawn("flwr-run", [sys.executable, "-c", script], tmp_path / "logs" / "run.log",
+                dict(os.environ))
     run.popen.wait(30)
     with pytest.raises(DeploymentError) as err:
         follow(tmp_path, 3, run, [], Console(file=open(os.devnull, "w")))  # noqa: SIM115
     run.stop()
-    assert "exited with code 3" in str(err.value) and "\n" not in str(err.value)
+    assert "exited with code 3, Flower exit code 700" in str(err.value)
+    assert "\n" not in str(err.value) and "Exit Code: 700" in (err.value.details or "")
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress["phase"] == "failed" and "exited with code 3" in progress["error"]
 

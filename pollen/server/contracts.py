@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pollen.server.inbound import COUNT, INT, NUMBER, Arrays, Configs, Contracts, Metrics, ReplyContract
+from pollen.server.inbound import (
+    COUNT,
+    INT,
+    NUMBER,
+    Arrays,
+    Configs,
+    Contracts,
+    Metrics,
+    ReplyContract,
+)
 
 IDENTITY = Configs({"partition-id": "int"})  # pollen.client.identity
 

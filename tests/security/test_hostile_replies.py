@@ -109,9 +109,10 @@ def _bad_values(value: float) -> Callable[[Message], None]:
     """Non-finite numbers where the family carries numbers: tensors (PEFT) or the reported loss."""
     def f(r: Message) -> None:
         if "arrays" in r.content:
-            w = r.content["arrays"]["w"].numpy().copy()
-            w[1, 2] = value
-            r.content["arrays"]["w"] = Array(w)
+            key = next(iter(r.content["arrays"]))
+            w = r.content["arrays"][key].numpy().copy()
+            w.flat[w.size // 2] = value
+            r.content["arrays"][key] = Array(w)
         else:
             _metrics(r)["train_loss"] = value
     return f
@@ -119,7 +120,9 @@ def _bad_values(value: float) -> Callable[[Message], None]:
 
 def _wrong_shape(r: Message) -> None:
     if "arrays" in r.content:
-        r.content["arrays"]["w"] = Array(np.zeros((6, 4), np.float32))
+        key = next(iter(r.content["arrays"]))
+        w = r.content["arrays"][key].numpy()
+        r.content["arrays"][key] = Array(np.zeros(w.shape[::-1] + (1,), w.dtype))
     else:  # the payload record: bytes expected, text sent
         rec = r.content["fedkseed" if "fedkseed" in r.content else "frl"]
         key = "pairs" if "pairs" in rec else "ranking"
@@ -128,7 +131,8 @@ def _wrong_shape(r: Message) -> None:
 
 def _wrong_dtype(r: Message) -> None:
     if "arrays" in r.content:
-        r.content["arrays"]["b"] = Array(np.zeros(4, np.float64))
+        key = list(r.content["arrays"])[-1]
+        r.content["arrays"][key] = Array(r.content["arrays"][key].numpy().astype(np.float64))
     else:
         _metrics(r)["partition-id"] = 0.5
 
@@ -330,11 +334,14 @@ def _tiny_cfg(name: str, out: Path, model: Path, data: Path) -> PollenConfig:
     return PollenConfig.load(None, keys)
 
 
+# Every strategy; those whose screening path a faster sibling already runs are marked slow.
+SLOW = {"trimmedmean", "multikrum", "bulyan", "fedkseed-pro"}
 STRATEGY_NAMES = ["fedpeft", "fedavg", "median", "trimmedmean", "krum", "multikrum", "bulyan",
                   "flag", "fedkseed", "fedkseed-pro", "frl"]
 
 
-@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in STRATEGY_NAMES])
 def test_a_run_with_hostile_nodes_completes_with_the_honest_ones(
         name: str, tmp_path: Path, tiny_model_dir: Path, tiny_data: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -369,7 +376,7 @@ def test_a_run_with_hostile_nodes_completes_with_the_honest_ones(
     drops = [r.getMessage() for r in caplog.records if "dropping reply" in r.getMessage()]
     for pid, shape in shapes.items():
         field = BAD[shape][1]
-        assert any(f"node {pid + 1}:" in d and field in d for d in drops), (shape, drops)
+        assert any(f"node {pid + 1}:" in d and field.lower() in d.lower() for d in drops), (shape, drops)
     assert sum(f"node {twice + 1}:" in d for d in drops) == 2
 
 

@@ -82,6 +82,7 @@ class FederationSection:
     min_clients: int = 0
     # Ceiling on the `num-examples` one reply may claim (its aggregation weight); larger claims
     # count as this value. `pollen simulate` lowers it to the largest partition it created.
+    # (data.max_client_examples is different: it caps the data a simulated client trains on.)
     max_client_examples: int = 1_000_000
 
     def validate(self) -> None:

@@ -265,6 +265,18 @@ def test_simulation_caps_claims_at_the_largest_partition(tiny_data: Path) -> Non
     assert with_partition_ceiling(low).federation.max_client_examples == 5
 
 
+def test_an_update_with_arrays_beside_it_is_refused_before_decoding() -> None:
+    from pollen.compression import Codec
+    from pollen.server.decode import decode_replies
+
+    sent, reply = _honest("peft", 11)
+    delta = {k: np.full(s, 0.5, np.float32) for k, s in SHAPES.items()}
+    reply.content["update"] = ConfigRecord({"blob": Codec.parse("fp16").encode(delta),
+                                            "codec": "fp16"})
+    kept, dropped = decode_replies([sent], [reply], max_bytes=1 << 20, codec="fp16")
+    assert kept == [] and "both an 'update' and 'arrays'" in dropped[0]
+
+
 # ---- (c) bounded influence through the real Grid and strategies -----------------------------
 @pytest.mark.parametrize("name", ["fedavg", "fedpeft"])
 @pytest.mark.parametrize("claim", [HUGE, 10 ** 308])

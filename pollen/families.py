@@ -32,6 +32,12 @@ class Family:
     preflight: str = "pollen.runtime:preflight"
     # The server runner accepts `resume=True` (restart from OUT/checkpoint; see server/checkpoint.py).
     resumable: bool = False
+    # What every reply must hold before a strategy sees it (pollen.server.inbound screens it):
+    # "module:function" taking the config, returning {message type: ReplyContract}.
+    reply_contract: str = "pollen.server.contracts:peft"
+    # Each partition's training-example count (config -> list[int]); in simulation the largest
+    # caps the `num-examples` a reply may claim (bounded influence).
+    partition_sizes: str = "pollen.runtime:partition_sizes"
 
 
 FAMILIES: Registry[Family] = Registry("method family")
@@ -41,9 +47,12 @@ FAMILIES.add("peft", Family("peft", "pollen.client.peft_client:train", "pollen.s
                            resumable=True))
 FAMILIES.add("supermask", Family("supermask", "pollen.client.frl_client:train",
                                  "pollen.server.frl_server:run",
-                                 "pollen.frl_runtime:preflight"))
+                                 "pollen.frl_runtime:preflight",
+                                 reply_contract="pollen.server.contracts:supermask",
+                                 partition_sizes="pollen.frl_runtime:partition_sizes"))
 FAMILIES.add("zo-seeds", Family("zo-seeds", "pollen.client.zo_client:train", "pollen.server.zo_server:run",
-                                preflight="pollen.zo_runtime:preflight"))
+                                preflight="pollen.zo_runtime:preflight",
+                                reply_contract="pollen.server.contracts:zo_seeds"))
 
 
 def register_family(strategy: str, family: str) -> None:

@@ -34,6 +34,20 @@ def preflight(cfg: PollenConfig) -> None:
     resolve(family_of(cfg).preflight)(cfg)
 
 
+def with_partition_ceiling(cfg: PollenConfig) -> PollenConfig:
+    """In simulation the server knows every partition, so no honest reply claims more examples
+    than the largest one: that becomes the `num-examples` ceiling (if lower than the configured one).
+    The run config carries it to the server like every other key."""
+    from pollen.families import family_of, resolve
+
+    largest = max(resolve(family_of(cfg).partition_sizes)(cfg), default=0)
+    if not 1 <= largest < cfg.federation.max_client_examples:
+        return cfg
+    capped = PollenConfig.from_json(cfg.to_json())
+    capped.federation.max_client_examples = largest
+    return capped
+
+
 def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
     """A fresh run clears the previous run's files; a resumed one keeps them and its checkpoint."""
     from pollen.families import family_of
@@ -78,6 +92,8 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
     check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
+    if link.simulation:
+        cfg = with_partition_ceiling(cfg)
     out = prepare_out(cfg, resume=link.resume)
     app = write_app(cfg, out, resume=link.resume)
     home = out / ".flwr-home"

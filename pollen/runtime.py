@@ -60,6 +60,12 @@ def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) ->
     return idx
 
 
+def partition_sizes(cfg: PollenConfig) -> list[int]:
+    """Training examples of every client's partition (what an honest client claims, or fewer)."""
+    n = cfg.federation.clients
+    return [len(client_indices(cfg, pid, n)) for pid in range(n)]
+
+
 @functools.lru_cache(maxsize=1)
 def _runtime(cfg_json: str) -> Runtime:
     cfg = PollenConfig.from_json(cfg_json)

@@ -24,6 +24,7 @@ from pollen.errors import ConfigError
 from pollen.frl_runtime import FRLRuntime, frl_runtime
 from pollen.models.supermask import set_scores
 from pollen.server.frl_artifacts import save_frl
+from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves
 from pollen.server.metered_grid import MeteredGrid
 from pollen.server.rounds import close_round, record_train_results
@@ -102,7 +103,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     strategy.start(
         grid=MeteredGrid(attack_grid(grid, cfg, rt), ledger,
                          max_payload_bytes=cfg.compression.max_payload_bytes,
-                         codec=cfg.compression.codec),
+                         codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg)),
         initial_arrays=strategy.initial_arrays(),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

@@ -25,6 +25,7 @@ from pollen.server.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves
 from pollen.server.metered_grid import MeteredGrid
 from pollen.server.rounds import close_round, record_train_results, tolerate_dropouts
@@ -75,7 +76,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False) -> di
         ledger.phase(start + 1, "train", resumed_from=start)
     record_train_results(strategy, ledger)
     served: Grid = MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes,
-                               codec=cfg.compression.codec)
+                               codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg))
     if cfg.attack.name:  # robustness studies: play the configured attackers on the replies
         from pollen.simulations.attack_grid import AttackGrid
 

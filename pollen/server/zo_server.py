@@ -24,6 +24,7 @@ from pollen.config import PollenConfig
 from pollen.data.tokenize import batches
 from pollen.errors import ConfigError
 from pollen.io_utils import atomic_write_json
+from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves
 from pollen.server.metered_grid import MeteredGrid
 from pollen.server.rounds import close_round
@@ -118,7 +119,7 @@ def run(grid: Grid, cfg: PollenConfig, out: Path) -> dict[str, Any]:
     record_rounds(strategy, ledger)
     strategy.start(
         grid=MeteredGrid(grid, ledger, max_payload_bytes=cfg.compression.max_payload_bytes,
-                         codec=cfg.compression.codec),
+                         codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg)),
         initial_arrays=strategy.initial_arrays(),
         num_rounds=cfg.run.rounds,
         timeout=cfg.run.round_timeout,

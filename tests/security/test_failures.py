@@ -162,7 +162,7 @@ def _tiny_cfg(tmp_path: Path, **run: Any) -> PollenConfig:
 def _echo(msg: Message, pid: int) -> RecordDict:
     """A client that sends the global adapter back unchanged (a valid reply, no training)."""
     return RecordDict({"arrays": msg.content["arrays"],
-                       "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0}),
+                       "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0, "seen": 10}),
                        IDENTITY_KEY: identity_record(pid)})
 
 

@@ -1,4 +1,4 @@
-"""`pollen simulate | server | client | certs | deploy local`: parse, build the config, call."""
+"""`pollen simulate | server | client | certs | app-hash | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -86,7 +86,15 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
     return run_client(server=args.server, partition_id=args.partition_id,
                       num_partitions=args.num_partitions, insecure=args.insecure,
                       certs=args.certs, node_key=args.node_key, max_wait=args.max_wait,
-                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"),
+                      trusted_app_hash_pin=args.trusted_app_hash)
+
+
+def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
+    from pollen.app_bundle import bundle_hash
+
+    print(bundle_hash())  # plain stdout, so scripts can capture it
+    return 0
 
 
 def cmd_certs(args: argparse.Namespace, console: Console) -> int:
@@ -152,9 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory with ca.crt (and node-I.key) from `pollen certs`")
     cli.add_argument("--node-key", help="this node's private key (default: CERTS/node-I.key)")
+    cli.add_argument("--trusted-app-hash", default=None, metavar="SHA256",
+                     help="run only the Flower app (FAB) with this SHA-256; default: "
+                          "$POLLEN_TRUSTED_APP_HASH, else this Pollen's own app (`pollen app-hash`). "
+                          "Any other app the server sends is refused and the client exits with 4")
     cli.add_argument("--max-wait", type=float, default=None,
                      help="exit after this many seconds without a server (default: wait forever)")
     cli.set_defaults(func=cmd_client)
+
+    ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
+                                         "`pollen client` trusts by default")
+    ah.set_defaults(func=cmd_app_hash)
 
     crt = sub.add_parser("certs", help="make a CA, a server certificate and node keys for TLS + auth")
     crt.add_argument("--out", required=True, help="directory to write (kept private: keys are 0600)")
@@ -189,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, console) or 0)
     except PollenError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         return e.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -69,7 +69,7 @@ def decide(task_type: str, fab_hash: str, trusted: str) -> Verdict:
                               f"client runs only the trusted Pollen app {trusted}")
     if fab_hash != trusted:
         return Verdict(False, f"refusing app {shown}: not the trusted Pollen app {trusted}")
-    return Verdict(True, f"running the trusted Pollen app {trusted[:12]}")
+    return Verdict(True, f"running the trusted app {trusted[:12]}")
 
 
 def write_secret(directory: Path, name: str = "superexec.secret") -> Path:

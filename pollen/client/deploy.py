@@ -118,7 +118,8 @@ def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> b
 
 
 def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: float | None) -> int:
-    # Under the reaper guard, so the SuperNode's own children (flwr-clientapp) end with this client.
+    # Under the reaper guard, so anything the SuperNode starts ends with this client (the gate's
+    # flwr-clientapp processes watch this process through --parent-pid).
     proc = subprocess.Popen(guarded(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     _current[:] = [proc]

@@ -73,7 +73,8 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
           certs=args.certs, node_auth=not args.no_node_auth,
-          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume,
+          control_port=args.control_port, control_host=args.control_host)
     return 0
 
 
@@ -138,8 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("server", help="start the coordinator (Flower SuperLink + the Pollen run)")
     _add_run_flags(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="address the Fleet API listens on")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address the Fleet API (gRPC, the only public API) listens on")
     srv.add_argument("--port", type=int, default=9092, help="Fleet API port clients connect to")
+    srv.add_argument("--control-port", type=int, default=None,
+                     help="loopback port of the Control API (run submission, node registration); "
+                          "default: --port + 1")
+    srv.add_argument("--control-host", default="127.0.0.1",
+                     help="loopback address of the Control API (127.0.0.1 or ::1; never public)")
     srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
     srv.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory from `pollen certs` (TLS + node authentication)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pollen.app_bundle import APP_DIR, RUN_CONFIG_FILE, write_bundle, write_run_config
 from pollen.config import PollenConfig
-from pollen.deploy.commands import superlink_command
+from pollen.deploy.commands import host_port, superlink_command
 from pollen.errors import DeploymentError
 from pollen.reaper import guarded
 from pollen.server.node_auth import flower_env as _flower_env
@@ -132,20 +132,48 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
     return Proc(name=name, popen=popen, log=log, _fh=fh)
 
 
+@dataclass
+class Superlink:
+    """A running SuperLink: where nodes reach it (None in simulation) and where Pollen controls it."""
+
+    proc: Proc
+    fleet_port: int | None
+    control_host: str
+    control_port: int
+
+    @property
+    def control_address(self) -> str:
+        return host_port(self.control_host, self.control_port)
+
+
 def start_superlink(out: Path, env: dict[str, str], *, simulation: bool, host: str = "127.0.0.1",
-                    port: int | None = None, certs: Path | None = None, node_auth: bool = False,
-                    health_address: str | None = None) -> tuple[Proc, int]:
-    """Flower 1.41 serves the Fleet, Control and Runtime APIs on one HTTP(S) port."""
-    port = port or free_port()
-    argv = superlink_command(host=host, port=port, certs=certs, insecure=certs is None,
-                             node_auth=node_auth, health_address=health_address, simulation=simulation)
+                    port: int | None = None, control_host: str = "127.0.0.1",
+                    control_port: int | None = None, certs: Path | None = None,
+                    node_auth: bool = False, health_address: str | None = None) -> Superlink:
+    """Flower 1.39: the Fleet API (gRPC-rere) on the public `host:port`, the Control and ServerAppIo
+    HTTP API on loopback `control_host:control_port` (default `port + 1`). A simulation SuperLink
+    has no Fleet API; its Control API takes a free loopback port unless one is given."""
+    if simulation:
+        fleet_port = None
+        control_port = control_port or free_port(control_host.strip("[]"))
+    else:
+        fleet_port = port or free_port(host.strip("[]"))
+        control_port = control_port or (fleet_port + 1 if port else free_port(control_host.strip("[]")))
+    argv = superlink_command(host=host, port=fleet_port or control_port, control_port=control_port,
+                             control_host=control_host, certs=certs, insecure=certs is None,
+                             node_auth=node_auth, health_address=health_address,
+                             simulation=simulation)
     proc = spawn("superlink", argv, out / "logs" / "superlink.log", env)
     try:
-        wait_for_port("127.0.0.1" if host in ("0.0.0.0", "") else host, port, 60, proc)
+        wait_for_port(control_host.strip("[]"), control_port, 60, proc)
+        if fleet_port is not None:
+            probe = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host.strip("[]") == "::"
+                                                                   else host.strip("[]"))
+            wait_for_port(probe, fleet_port, 30, proc)
     except DeploymentError as e:
         proc.stop()
         raise DeploymentError(f"SuperLink did not start: {e}\n{proc.tail()}") from None
-    return proc, port
+    return Superlink(proc, fleet_port, control_host.strip("[]"), control_port)
 
 
 def submit_run(app: Path, out: Path, env: dict[str, str], connection: str,

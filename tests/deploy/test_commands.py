@@ -32,7 +32,26 @@ def test_superlink_tls_auth_flags(certs) -> None:
     assert _flag(cmd, "--ssl-keyfile") == str(certs.server_key)
     assert "--enable-supernode-auth" in cmd and "--insecure" not in cmd
     assert "--disable-runtime-dependency-installation" in cmd
-    assert _flag(cmd, "--database") == "/data/s.db" and _flag(cmd, "--port") == "9092"
+    assert _flag(cmd, "--database") == "/data/s.db"
+    # Fleet API (gRPC-rere) on the public address; Control/ServerAppIo HTTP on loopback, port + 1.
+    assert _flag(cmd, "--fleet-api-type") == "grpc-rere"
+    assert _flag(cmd, "--fleet-api-address") == "0.0.0.0:9092"
+    assert _flag(cmd, "--host") == "127.0.0.1" and _flag(cmd, "--port") == "9093"
+
+
+def test_superlink_control_api_never_leaves_loopback(certs) -> None:
+    for public in ("0.0.0.0", "::", "10.0.0.5", "server.example.org"):
+        with pytest.raises(DeploymentError, match="must stay on loopback"):
+            superlink_command(certs=certs.dir, control_host=public)
+    with pytest.raises(DeploymentError, match="must differ"):
+        superlink_command(certs=certs.dir, port=9092, control_port=9092)
+    v6 = superlink_command(host="::", port=9092, control_host="::1", control_port=7000,
+                           certs=certs.dir)
+    assert _flag(v6, "--fleet-api-address") == "[::]:9092"
+    assert _flag(v6, "--host") == "::1" and _flag(v6, "--port") == "7000"
+    sim = superlink_command(port=5555, insecure=True, node_auth=False, simulation=True)
+    assert "--fleet-api-address" not in sim and "--simulation" in sim
+    assert _flag(sim, "--host") == "127.0.0.1" and _flag(sim, "--port") == "5555"
 
 
 def test_superlink_refuses_inconsistent_security(certs, tmp_path: Path) -> None:
@@ -56,6 +75,7 @@ def test_supernode_flags(certs) -> None:
     assert _flag(cmd, "--root-certificates") == str(certs.ca_cert)
     assert _flag(cmd, "--auth-supernode-private-key") == str(certs.node_keys[1])
     assert _flag(cmd, "--superlink") == "srv:9092" and _flag(cmd, "--max-retries") == "2"
+    assert "--grpc-rere" in cmd and _flag(cmd, "--host") == "127.0.0.1"
     assert shlex.split(_flag(cmd, "--node-config")) == [
         "partition-id=1", "num-partitions=3", "data-dir=/data"]
     with pytest.raises(DeploymentError, match="partition-id"):

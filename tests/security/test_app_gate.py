@@ -307,10 +307,11 @@ def test_foreign_app_is_refused_and_a_pinned_app_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_genuine_pollen_run_passes_the_gate(tmp_path: Path) -> None:
     """`pollen server` (TLS, node auth) + one `pollen client` trusting its default: the run
     completes, and the client says it ran the trusted app."""
-    from pollen.launch import free_port
+    from pollen.launch import free_port, wait_for_port
     from tests.e2e.tiny import tiny_config
 
     certs = tmp_path / "certs"
@@ -319,11 +320,12 @@ def test_genuine_pollen_run_passes_the_gate(tmp_path: Path) -> None:
     port = free_port()
     server = _pollen("server", "--config", str(cfg), "--certs", str(certs), "--port", str(port),
                      log=tmp_path / "server.log")
+    wait_for_port("127.0.0.1", port, 900)  # the server loads the model before it listens
     client = _pollen("client", "--server", f"127.0.0.1:{port}", "--certs", str(certs),
                      "--partition-id", "0", "--num-partitions", "1", "--max-wait", "10",
                      log=tmp_path / "client.log")
     try:
-        assert server.wait(900) == 0, (tmp_path / "server.log").read_text()[-3000:]
+        assert server.wait(800) == 0, (tmp_path / "server.log").read_text()[-3000:]
         assert client.wait(120) == 0, (tmp_path / "client.log").read_text()[-3000:]
     finally:
         _stop(server, client)

@@ -1,5 +1,8 @@
 """`pollen client`: one Flower SuperNode that runs Pollen's ClientApp on this machine's data.
 
+The SuperNode speaks gRPC (Flower 1.39's grpc-rere Fleet API) to the server's public `--host/--port`;
+it never needs, and cannot reach, the server's loopback Control API.
+
 The SuperNode runs in Flower's `process` isolation: it starts no app itself, and Pollen's app gate
 (`pollen.client.app_gate`) starts `flwr-clientapp` only for the trusted Pollen app.
 """
@@ -70,7 +73,8 @@ def _reachable(server: str) -> bool:
 def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float = 1.0) -> None:
     """Stop the SuperNode once the server has been unreachable for `max_wait` seconds.
 
-    Flower 1.41's SuperNode logs "Giving up reconnection" after --max-wait-time but keeps running.
+    Flower's SuperNode was seen (1.41) to log "Giving up reconnection" after --max-wait-time and
+    keep running, so Pollen enforces the limit itself whatever the Flower version does.
     """
     down_since: float | None = None
     while proc.poll() is None:
@@ -153,7 +157,7 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
     once the server answers again.
 
     A SuperNode only ends by itself when something broke: a restarted server no longer knows its
-    node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
+    node id, and Flower's SuperNode then stops after its heartbeat is refused.
     The ways this client is meant to end (a signal, the server gone for --max-wait, an app refused
     by the gate) set `_stopping`.
     """

@@ -115,3 +115,20 @@ def test_register_rejects_bad_keys_before_any_network_call(tmp_path: Path, certs
     with pytest.raises(DeploymentError, match="does not exist"):
         register_nodes("127.0.0.1:1", [certs.dir / "node-7.pub"], **kw)
     assert register_nodes("127.0.0.1:1", [], **kw) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--control-host", "0.0.0.0"], "not a loopback address"),
+    (["--control-host", "10.0.0.5"], "not a loopback address"),
+    (["--port", "9092", "--control-port", "9092"], "--control-port must be"),
+])
+def test_server_refuses_a_public_or_clashing_control_api(tmp_path: Path, capsys, flags, message) -> None:
+    """One clear line and a non-zero exit, before any process starts or any file is written."""
+    from pollen.cli import main
+
+    out = tmp_path / "run"
+    code = main(["server", "--insecure", "--out", str(out), *flags])
+    text = capsys.readouterr().out.strip()
+    assert code != 0 and message in text and "Traceback" not in text
+    assert len(text.splitlines()) <= 2  # rich may wrap the one line
+    assert not out.exists()

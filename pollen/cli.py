@@ -1,4 +1,4 @@
-"""`pollen simulate | server | client | certs | deploy local`: parse, build the config, call."""
+"""`pollen simulate | server | client | certs | app-hash | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
           certs=absolute(args.certs), node_auth=not args.no_node_auth,
-          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume,
+          control_port=args.control_port, control_host=args.control_host)
     return 0
 
 
@@ -115,7 +116,15 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
                       num_partitions=args.num_partitions, insecure=args.insecure,
                       certs=absolute(args.certs), node_key=absolute(args.node_key),
                       max_wait=args.max_wait,
-                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"),
+                      trusted_app_hash_pin=args.trusted_app_hash)
+
+
+def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
+    from pollen.app_bundle import bundle_hash
+
+    print(bundle_hash())  # plain stdout, so scripts can capture it
+    return 0
 
 
 def cmd_certs(args: argparse.Namespace, console: Console) -> int:
@@ -159,8 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("server", help="start the coordinator (Flower SuperLink + the Pollen run)")
     _add_run_flags(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="address the Fleet API listens on")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address the Fleet API (gRPC, the only public API) listens on")
     srv.add_argument("--port", type=int, default=9092, help="Fleet API port clients connect to")
+    srv.add_argument("--control-port", type=int, default=None,
+                     help="loopback port of the Control API (run submission, node registration); "
+                          "default: --port + 1")
+    srv.add_argument("--control-host", default="127.0.0.1",
+                     help="loopback address of the Control API (127.0.0.1 or ::1; never public)")
     srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
     srv.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory from `pollen certs` (TLS + node authentication)")
@@ -181,9 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory with ca.crt (and node-I.key) from `pollen certs`")
     cli.add_argument("--node-key", help="this node's private key (default: CERTS/node-I.key)")
+    cli.add_argument("--trusted-app-hash", default=None, metavar="SHA256",
+                     help="run only the Flower app (FAB) with this SHA-256; default: "
+                          "$POLLEN_TRUSTED_APP_HASH, else this Pollen's own app (`pollen app-hash`). "
+                          "Any other app the server sends is refused and the client exits with 4")
     cli.add_argument("--max-wait", type=float, default=None,
                      help="exit after this many seconds without a server (default: wait forever)")
     cli.set_defaults(func=cmd_client)
+
+    ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
+                                         "`pollen client` trusts by default")
+    ah.set_defaults(func=cmd_app_hash)
 
     crt = sub.add_parser("certs", help="make a CA, a server certificate and node keys for TLS + auth")
     crt.add_argument("--out", required=True, help="directory to write (kept private: keys are 0600)")

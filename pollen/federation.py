@@ -73,16 +73,20 @@ class LinkOptions:
     """How to start the SuperLink and reach it."""
 
     simulation: bool
+    # The Fleet API (gRPC-rere): the only address that faces the network.
     host: str = "127.0.0.1"
     port: int | None = None
+    # The Control/ServerAppIo HTTP API: loopback only (default port + 1).
+    control_host: str = "127.0.0.1"
+    control_port: int | None = None
     # Directory from `pollen certs` (ca.crt, server.pem, server.key); None = insecure (loopback).
     certs: Path | None = None
     # Public keys of the nodes allowed in (Flower node authentication; needs TLS).
     node_pubs: list[Path] = field(default_factory=list)
     health_address: str | None = None
     federation_config: dict[str, object] = field(default_factory=dict)
-    # Called once the SuperLink listens (port), before the run is submitted.
-    on_listening: Callable[[int], None] | None = None
+    # Called once the SuperLink listens (Fleet port, Control port), before the run is submitted.
+    on_listening: Callable[[int, int], None] | None = None
     # Restart from OUT/checkpoint (`pollen server --resume`).
     resume: bool = False
 
@@ -99,24 +103,26 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
     home = out / ".flwr-home"
     env = flower_env(home)
     auth = bool(link.node_pubs)
-    superlink, port = start_superlink(out, env, simulation=link.simulation, host=link.host,
-                                      port=link.port, certs=link.certs, node_auth=auth,
-                                      health_address=link.health_address)
+    superlink = start_superlink(out, env, simulation=link.simulation, host=link.host,
+                                port=link.port, control_host=link.control_host,
+                                control_port=link.control_port, certs=link.certs, node_auth=auth,
+                                health_address=link.health_address)
     run = None
     try:
-        address = f"127.0.0.1:{port}"
+        # Registration and `flwr run` go to the loopback Control API, on this host only.
+        address = superlink.control_address
         root = None if link.certs is None else link.certs / "ca.crt"
         if auth:
             register_nodes(address, link.node_pubs, flwr_home=home, root_cert=root, insecure=False,
                            connection="pollen")
         write_connection(home, address, root_cert=root, insecure=link.certs is None, name="pollen")
         if link.on_listening is not None:
-            link.on_listening(port)
+            link.on_listening(superlink.fleet_port or superlink.control_port, superlink.control_port)
         run = submit_run(app, out, env, "pollen", link.federation_config)
-        rounds = follow(out, cfg.run.rounds, run, [superlink], console)
+        rounds = follow(out, cfg.run.rounds, run, [superlink.proc], console)
     finally:
         if run is not None:
             run.stop()
-        superlink.stop()
+        superlink.proc.stop()
     summary(rounds, out, console, time.monotonic() - t0)
     return rounds

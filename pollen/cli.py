@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="loopback port of the Control API (run submission, node registration); "
                           "default: --port + 1")
     srv.add_argument("--control-host", default="127.0.0.1",
-                     help="loopback address of the Control API (127.0.0.1 or ::1; never public)")
+                     help="loopback address of the Control API (never public; ::1 with TLS needs "
+                          "::1 in `pollen certs --hosts`)")
     srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
     srv.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory from `pollen certs` (TLS + node authentication)")

@@ -20,6 +20,7 @@ from pollen.errors import ConfigError
 from pollen.io_utils import check_writable_dir
 from pollen.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.progress import follow, summary
+from pollen.server.ledger import record_failure
 from pollen.server.node_auth import register_nodes, write_connection
 
 
@@ -120,6 +121,9 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
             link.on_listening(superlink.fleet_port or superlink.control_port, superlink.control_port)
         run = submit_run(app, out, env, "pollen", link.federation_config)
         rounds = follow(out, cfg.run.rounds, run, [superlink.proc], console)
+    except KeyboardInterrupt:
+        record_failure(out, "interrupted")  # progress.json never stays at "train"
+        raise
     finally:
         if run is not None:
             run.stop()

@@ -1,6 +1,7 @@
 # Pollen client: Flower SuperNode + the Pollen ClientApp, CPU only. Build with docker/bootstrap.sh
 # (it makes the local Debian base and stages the torch wheel and the host's CA bundle).
 # Run: -v CERTS:/certs:ro -v DATA:/data  ... --server HOST:9092 --node-key /certs/node-I.key --partition-id I --num-partitions N
+# The SuperNode dials the server's gRPC Fleet API; it publishes no port (its Runtime API is loopback).
 ARG BASE_IMAGE=pollen-base:bookworm
 
 FROM ${BASE_IMAGE} AS build

@@ -1,6 +1,9 @@
 # Pollen server: Flower SuperLink + the Pollen ServerApp, CPU only. Build with docker/bootstrap.sh
 # (it makes the local Debian base and stages the torch wheel and the host's CA bundle).
 # Run: -v CERTS:/certs:ro -v CONFIG:/config:ro -v DATA:/data -p 9092:9092
+# Only the Fleet API (gRPC, what clients speak) is published: 9092. The Control API (run submission,
+# node registration, list, logs, stop) listens on the container's loopback 127.0.0.1:9093 and is
+# never published; `docker exec` is the only way in (docs/deployment.md §5).
 ARG BASE_IMAGE=pollen-base:bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -57,4 +60,4 @@ EXPOSE 9092
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-m", "pollen.deploy.health"]
 ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--", "pollen", "server"]
-CMD ["--config", "/config/run.toml", "--certs", "/certs", "--out", "/data/run", "--host", "0.0.0.0", "--port", "9092"]
+CMD ["--config", "/config/run.toml", "--certs", "/certs", "--out", "/data/run", "--host", "0.0.0.0", "--port", "9092", "--control-port", "9093"]

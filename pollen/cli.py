@@ -1,13 +1,15 @@
-"""`pollen simulate | server | client | certs | deploy local`: parse, build the config, call."""
+"""`pollen simulate | server | client | certs | app-hash | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from pollen.config import PollenConfig
 from pollen.errors import PollenError
@@ -57,8 +59,34 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def absolute(path: str | None) -> str | None:
+    """A path from the command line, made absolute against the directory the user typed it in.
+
+    Pollen's work happens in other processes with other working directories (the SuperLink, the
+    ServerApp, Ray workers, `flwr` itself), so a relative path must not leave the CLI.
+    """
+    if path is None or not str(path).strip():
+        return path
+    return str(Path(path).expanduser().absolute())
+
+
+_DATA_FILES = (".json", ".jsonl", ".csv")
+
+
+def absolute_paths(cfg: PollenConfig) -> PollenConfig:
+    """The config's filesystem paths made absolute: run.out, a local model directory, a data file."""
+    from pollen.models.registry import MODELS
+
+    cfg.run.out = str(absolute(cfg.run.out))
+    if cfg.model.name not in MODELS and Path(cfg.model.name).expanduser().is_dir():
+        cfg.model.name = str(absolute(cfg.model.name))
+    if not cfg.data.name.startswith("hf:") and Path(cfg.data.name).suffix in _DATA_FILES:
+        cfg.data.name = str(absolute(cfg.data.name))
+    return cfg
+
+
 def load_config(args: argparse.Namespace) -> PollenConfig:
-    return PollenConfig.load(args.config, _overrides(args))
+    return absolute_paths(PollenConfig.load(absolute(args.config), _overrides(args)))
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
@@ -72,8 +100,9 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
     from pollen.deploy.server import serve
 
     serve(load_config(args), console, host=args.host, port=args.port, insecure=args.insecure,
-          certs=args.certs, node_auth=not args.no_node_auth,
-          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume)
+          certs=absolute(args.certs), node_auth=not args.no_node_auth,
+          health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"), resume=args.resume,
+          control_port=args.control_port, control_host=args.control_host)
     return 0
 
 
@@ -85,8 +114,17 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
                           "(or POLLEN_SERVER, POLLEN_PARTITION_ID, POLLEN_NUM_PARTITIONS)")
     return run_client(server=args.server, partition_id=args.partition_id,
                       num_partitions=args.num_partitions, insecure=args.insecure,
-                      certs=args.certs, node_key=args.node_key, max_wait=args.max_wait,
-                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"))
+                      certs=absolute(args.certs), node_key=absolute(args.node_key),
+                      max_wait=args.max_wait,
+                      health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"),
+                      trusted_app_hash_pin=args.trusted_app_hash)
+
+
+def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
+    from pollen.deploy.app_bundle import bundle_hash
+
+    print(bundle_hash())  # plain stdout, so scripts can capture it
+    return 0
 
 
 def cmd_certs(args: argparse.Namespace, console: Console) -> int:
@@ -95,23 +133,25 @@ def cmd_certs(args: argparse.Namespace, console: Console) -> int:
     from pollen.deploy.certs import generate_certs
 
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
-    bundle = generate_certs(Path(args.out), hosts, args.nodes, days=args.days, overwrite=args.overwrite)
+    bundle = generate_certs(Path(str(absolute(args.out))), hosts, args.nodes, days=args.days,
+                            overwrite=args.overwrite)
     console.print(f"wrote CA, server certificate for {', '.join(bundle.hosts)} and {bundle.n_nodes} "
-                  f"node keys to {bundle.dir}. Give client I: ca.crt and node-I.key.")
+                  f"node keys to {bundle.dir}. Give client I: ca.crt and node-I.key.",
+                  markup=False, highlight=False)
     return 0
 
 
 def cmd_deploy_local(args: argparse.Namespace, console: Console) -> int:
-    from pathlib import Path
-
     from pollen.deploy.local import deploy_local
 
-    res = deploy_local(args.clients, cpus=args.cpus, memory=args.memory, config_path=Path(args.config),
-                       certs_dir=None if args.certs is None else Path(args.certs), rounds=args.rounds,
-                       out_dir=None if args.out is None else Path(args.out), timeout=args.timeout,
+    certs, out = absolute(args.certs), absolute(args.out)
+    res = deploy_local(args.clients, cpus=args.cpus, memory=args.memory,
+                       config_path=Path(str(absolute(args.config))),
+                       certs_dir=None if certs is None else Path(certs), rounds=args.rounds,
+                       out_dir=None if out is None else Path(out), timeout=args.timeout,
                        image_tag=args.tag)
     console.print(f"server exited with {res.exit_code} after {res.duration_s:.0f} s; "
-                  f"logs and results in {res.out_dir}")
+                  f"logs and results in {res.out_dir}", markup=False, highlight=False)
     return res.exit_code
 
 
@@ -130,8 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("server", help="start the coordinator (Flower SuperLink + the Pollen run)")
     _add_run_flags(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="address the Fleet API listens on")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address the Fleet API (gRPC, the only public API) listens on")
     srv.add_argument("--port", type=int, default=9092, help="Fleet API port clients connect to")
+    srv.add_argument("--control-port", type=int, default=None,
+                     help="loopback port of the Control API (run submission, node registration); "
+                          "default: --port + 1")
+    srv.add_argument("--control-host", default="127.0.0.1",
+                     help="loopback address of the Control API (never public; ::1 with TLS needs "
+                          "::1 in `pollen certs --hosts`)")
     srv.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
     srv.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory from `pollen certs` (TLS + node authentication)")
@@ -152,9 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--certs", default=os.environ.get("POLLEN_CERTS"),
                      help="directory with ca.crt (and node-I.key) from `pollen certs`")
     cli.add_argument("--node-key", help="this node's private key (default: CERTS/node-I.key)")
+    cli.add_argument("--trusted-app-hash", default=None, metavar="SHA256",
+                     help="run only the Flower app (FAB) with this SHA-256; default: "
+                          "$POLLEN_TRUSTED_APP_HASH, else this Pollen's own app (`pollen app-hash`). "
+                          "Any other app the server sends is refused and the client exits with 4")
     cli.add_argument("--max-wait", type=float, default=None,
                      help="exit after this many seconds without a server (default: wait forever)")
     cli.set_defaults(func=cmd_client)
+
+    ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
+                                         "`pollen client` trusts by default")
+    ah.set_defaults(func=cmd_app_hash)
 
     crt = sub.add_parser("certs", help="make a CA, a server certificate and node keys for TLS + auth")
     crt.add_argument("--out", required=True, help="directory to write (kept private: keys are 0600)")
@@ -183,17 +238,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fail(console: Console, message: str, details: str | None = None) -> None:
+    """Details (process logs) first, then exactly one line: `error: MESSAGE`.
+
+    Everything is printed as text, never as Rich markup: an error can quote a log, a path or a
+    client's field, and "[/]" in any of them must neither vanish nor restyle the terminal.
+    """
+    head, _, rest = str(message).strip().partition("\n")
+    extra = "\n".join(x for x in (rest.strip(), (details or "").strip()) if x)
+    if extra:
+        console.print(escape(extra), style="dim", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(' '.join(head.split()))}", highlight=False,
+                  soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, console) or 0)
     except PollenError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        fail(console, str(e), e.details)
         return e.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
+    except OSError as e:  # a disk, a permission, a missing file: the system's words, one line
+        where = f"{e.filename}: " if e.filename else ""
+        fail(console, f"{where}{e.strerror or e}")
+        return 1
+    except Exception as e:  # a bug: still one line; the traceback on request
+        if os.environ.get("POLLEN_DEBUG"):
+            raise
+        fail(console, f"unexpected {type(e).__name__}: {e} (set POLLEN_DEBUG=1 for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

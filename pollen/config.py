@@ -27,10 +27,15 @@ class RunSection:
     rounds: int = 3
     # Seconds the server waits for a round's replies before it aggregates what arrived.
     round_timeout: float = 600.0
+    # A round that aggregates no client update fails the run unless this is true.
+    allow_empty_rounds: bool = False
 
     def validate(self) -> None:
+        _check(bool(self.out.strip()), "run.out", "must name a directory, got an empty string")
         _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
+        _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",
+               f"must be true or false, got {self.allow_empty_rounds!r}")
 
 
 @dataclass
@@ -80,12 +85,18 @@ class FederationSection:
     fraction: float = 1.0
     # Fewest replies a round needs to aggregate (0 = every sampled client).
     min_clients: int = 0
+    # Ceiling on the `num-examples` one reply may claim (its aggregation weight); larger claims
+    # count as this value. `pollen simulate` lowers it to the largest partition it created.
+    # (data.max_client_examples is different: it caps the data a simulated client trains on.)
+    max_client_examples: int = 1_000_000
 
     def validate(self) -> None:
         _check(self.clients >= 1, "federation.clients", f"must be >= 1, got {self.clients}")
         _check(0 < self.fraction <= 1, "federation.fraction", "must be in (0, 1]")
         _check(0 <= self.min_clients <= self.clients, "federation.min_clients",
                f"must be in [0, clients={self.clients}]")
+        _check(1 <= self.max_client_examples <= 1 << 40, "federation.max_client_examples",
+               f"must be in [1, 2^40], got {self.max_client_examples}")
 
 
 @dataclass

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 
 class PollenError(Exception):
-    """Base of every user-facing error; the message must say what to fix."""
+    """Base of every user-facing error; the message must say what to fix.
+
+    The CLI prints the message as the last line; `details` (process logs, say) go above it.
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object, details: str | None = None) -> None:
+        super().__init__(*args)
+        self.details = details
 
 
 class ConfigError(PollenError):
@@ -45,3 +52,7 @@ class PayloadError(PollenError):
 
 class DeploymentError(PollenError):
     """A server/client process could not be started or failed."""
+
+
+class RoundError(PollenError):
+    """A federated round aggregated no client update (see run.allow_empty_rounds)."""

@@ -31,3 +31,9 @@ def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) ->
     parts = partition(scheme, data.train.groups, num_partitions,
                       seed=cfg.run.seed, alpha=cfg.data.alpha)
     return cap_indices(parts[partition_id], cfg.data.max_client_examples, cfg.run.seed, partition_id)
+
+
+def partition_sizes(cfg: PollenConfig) -> list[int]:
+    """Training examples of every client's partition (what an honest client claims, or fewer)."""
+    n = cfg.federation.clients
+    return [len(client_indices(cfg, pid, n)) for pid in range(n)]

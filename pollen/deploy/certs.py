@@ -1,7 +1,7 @@
 """TLS certificates and SuperNode auth keys for a Pollen deployment, made with `cryptography`.
 
 One private CA signs one server certificate for the SuperLink; every SuperNode gets an EC P-384 key
-pair in OpenSSH format (the only kind Flower 1.41's node authentication accepts). Private keys are
+pair in OpenSSH format (the only kind Flower's node authentication accepts). Private keys are
 created with mode 0600 from the start (never chmod-ed after being written world-readable).
 """
 

@@ -1,7 +1,15 @@
-"""`pollen client`: one Flower SuperNode that runs Pollen's ClientApp on this machine's data."""
+"""`pollen client`: one Flower SuperNode that runs Pollen's ClientApp on this machine's data.
+
+The SuperNode speaks gRPC (Flower 1.39's grpc-rere Fleet API) to the server's public `--host/--port`;
+it never needs, and cannot reach, the server's loopback Control API.
+
+The SuperNode runs in Flower's `process` isolation: it starts no app itself, and Pollen's app gate
+(`pollen.deploy.app_gate`) starts `flwr-clientapp` only for the trusted Pollen app.
+"""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from pollen.deploy.app_gate import REFUSED_APP_EXIT, AppGate, trusted_app_hash, write_secret
 from pollen.deploy.commands import SUPERNODE_CONNECTION_ERROR, flower_exit_code, supernode_command
 from pollen.deploy.launch import flower_env, free_port
 from pollen.deploy.reaper import guarded
@@ -26,8 +35,9 @@ EXIT_REASONS = {
 
 def supernode_argv(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
                    certs: str | None, node_key: str | None, max_wait: float | None,
-                   health_address: str | None = None) -> list[str]:
-    """TLS by default; the node key defaults to DIR/node-<partition>.key when `pollen certs` made it."""
+                   health_address: str | None = None, port: int | None = None) -> list[str]:
+    """TLS by default; the node key defaults to DIR/node-<partition>.key when `pollen certs` made it.
+    `port` is the SuperNode's loopback Runtime API."""
     if not 0 <= partition_id < num_partitions:
         raise ConfigError(f"--partition-id must be in [0, {num_partitions}), got {partition_id}")
     if ":" not in server:
@@ -41,8 +51,14 @@ def supernode_argv(*, server: str, partition_id: int, num_partitions: int, insec
     return supernode_command(superlink=server, partition_id=partition_id,
                              num_partitions=num_partitions, insecure=insecure,
                              certs=None if certs is None else Path(certs), node_key=key,
-                             port=free_port(), health_address=health_address,
+                             port=port or free_port(), health_address=health_address,
                              max_wait_time=max_wait)
+
+
+def gate_flags(secret: Path) -> list[str]:
+    """SuperNode flags for the app gate: launch no app itself (`process` isolation), and hand
+    tasks out only to requests signed with `secret` (Flower's SuperExec authentication)."""
+    return ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
 
 
 def _reachable(server: str) -> bool:
@@ -57,7 +73,8 @@ def _reachable(server: str) -> bool:
 def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float = 1.0) -> None:
     """Stop the SuperNode once the server has been unreachable for `max_wait` seconds.
 
-    Flower 1.41's SuperNode logs "Giving up reconnection" after --max-wait-time but keeps running.
+    Flower's SuperNode was seen (1.41) to log "Giving up reconnection" after --max-wait-time and
+    keep running, so Pollen enforces the limit itself whatever the Flower version does.
     """
     down_since: float | None = None
     while proc.poll() is None:
@@ -73,6 +90,8 @@ def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float 
 
 
 _refused = threading.Event()
+# The running SuperNode, so the app gate can stop it when it refuses an app.
+_current: list[subprocess.Popen] = []
 # Set when the SuperNode was stopped on purpose (a signal, or the server gone for --max-wait).
 _stopping = threading.Event()
 # A SuperNode that crashed is replaced at most this many times in a row (a crash loop stops).
@@ -103,9 +122,13 @@ def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> b
 
 
 def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: float | None) -> int:
-    # Under the reaper guard, so the SuperNode's own children (flwr-clientapp) end with this client.
+    # Under the reaper guard, so anything the SuperNode starts ends with this client (the gate's
+    # flwr-clientapp processes watch this process through --parent-pid).
     proc = subprocess.Popen(guarded(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    _current[:] = [proc]
+    if _stopping.is_set():  # the gate refused an app while the previous SuperNode was stopping
+        proc.terminate()
     threading.Thread(target=_relay, args=(proc,), daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:
@@ -119,22 +142,53 @@ def _supernode(argv: list[str], env: dict[str, str], server: str, max_wait: floa
     return proc.wait()
 
 
+def _stop_for_refusal(_line: str) -> None:
+    """The app gate refused an app: this client stops (exit status REFUSED_APP_EXIT)."""
+    _stopping.set()
+    for proc in _current:
+        if proc.poll() is None:
+            proc.terminate()
+
+
 def run_client(*, server: str, partition_id: int, num_partitions: int, insecure: bool,
                certs: str | None, node_key: str | None, max_wait: float | None,
-               health_address: str | None = None) -> int:
-    """Run a SuperNode; when it quits on its own, start a fresh one once the server answers again.
+               health_address: str | None = None, trusted_app_hash_pin: str | None = None) -> int:
+    """Run a SuperNode and the app gate; when the SuperNode quits on its own, start a fresh one
+    once the server answers again.
 
     A SuperNode only ends by itself when something broke: a restarted server no longer knows its
-    node id, and Flower 1.41's SuperNode then stops after the 401 to its heartbeat, with status 0.
-    The ways this client is meant to end (a signal, the server gone for --max-wait) set `_stopping`.
+    node id, and Flower's SuperNode then stops after its heartbeat is refused.
+    The ways this client is meant to end (a signal, the server gone for --max-wait, an app refused
+    by the gate) set `_stopping`.
     """
-    # Bad arguments are refused before any waiting: the argv does not change between attempts.
+    # Bad arguments (and a malformed hash pin) are refused before anything starts or waits.
+    trusted = trusted_app_hash(trusted_app_hash_pin)
+    port = free_port()
     argv = supernode_argv(server=server, partition_id=partition_id,
                           num_partitions=num_partitions, insecure=insecure, certs=certs,
-                          node_key=node_key, max_wait=max_wait, health_address=health_address)
-    env = flower_env(Path(tempfile.mkdtemp(prefix="pollen-client-")))
-    _refused.clear()
-    _stopping.clear()
+                          node_key=node_key, max_wait=max_wait, health_address=health_address,
+                          port=port)
+    work = Path(tempfile.mkdtemp(prefix="pollen-client-"))  # 0700: the secret and task tokens
+    try:
+        secret = write_secret(work)
+        (work / "flwr-home").mkdir()
+        env = flower_env(work / "flwr-home")
+        _refused.clear()
+        _stopping.clear()
+        _current.clear()
+        gate = AppGate(f"127.0.0.1:{port}", trusted, workdir=work, env=env, secret_file=secret,
+                       on_refuse=_stop_for_refusal)
+        try:
+            code = _rejoin_loop(argv + gate_flags(secret), env, server, max_wait, gate)
+        finally:
+            gate.stop()
+        return REFUSED_APP_EXIT if gate.refused is not None else code
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _rejoin_loop(argv: list[str], env: dict[str, str], server: str, max_wait: float | None,
+                 gate: AppGate) -> int:
     # A server still loading its model has no SuperLink yet; Flower's SuperNode would give up
     # after ~20 s with the same code 305 as a refusal. Start it once the server's port answers.
     if not _reachable(server):
@@ -143,6 +197,8 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
             print(f"error: no server answered at {server} within {max_wait:.0f} s", flush=True)
             return 1
     first_answer = time.monotonic()
+    gate.start()
+    code = 1
     for attempt in range(MAX_REJOINS + 1):
         code = _supernode(argv, env, server, max_wait)
         # Flower exits with status 1 for every error; its own code is only printed in the log.
@@ -153,6 +209,8 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
             _refused.clear()
             time.sleep(3)
             continue
+        if gate.refused is not None:
+            return REFUSED_APP_EXIT
         if code != 0 and _refused.is_set():
             flower_code = SUPERNODE_CONNECTION_ERROR
             print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")

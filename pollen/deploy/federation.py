@@ -20,6 +20,8 @@ from pollen.deploy.launch import flower_env, start_superlink, submit_run, write_
 from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.deploy.progress import follow, summary
 from pollen.errors import ConfigError
+from pollen.io_utils import check_writable_dir
+from pollen.server.ledger import record_failure
 
 
 def preflight(cfg: PollenConfig) -> None:
@@ -29,6 +31,20 @@ def preflight(cfg: PollenConfig) -> None:
     method = method_for(cfg)  # unknown strategy names fail here, listing the choices
     Codec.parse(cfg.compression.codec)
     method.preflight(cfg)
+
+
+def with_partition_ceiling(cfg: PollenConfig) -> PollenConfig:
+    """In simulation the server knows every partition, so no honest reply claims more examples
+    than the largest one: that becomes the `num-examples` ceiling (if lower than the configured one).
+    The run config carries it to the server like every other key."""
+    from pollen.strategies import method_for
+
+    largest = max(method_for(cfg).partition_sizes(cfg), default=0)
+    if not 1 <= largest < cfg.federation.max_client_examples:
+        return cfg
+    capped = PollenConfig.from_json(cfg.to_json())
+    capped.federation.max_client_examples = largest
+    return capped
 
 
 def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
@@ -56,47 +72,59 @@ class LinkOptions:
     """How to start the SuperLink and reach it."""
 
     simulation: bool
+    # The Fleet API (gRPC-rere): the only address that faces the network.
     host: str = "127.0.0.1"
     port: int | None = None
+    # The Control/ServerAppIo HTTP API: loopback only (default port + 1).
+    control_host: str = "127.0.0.1"
+    control_port: int | None = None
     # Directory from `pollen certs` (ca.crt, server.pem, server.key); None = insecure (loopback).
     certs: Path | None = None
     # Public keys of the nodes allowed in (Flower node authentication; needs TLS).
     node_pubs: list[Path] = field(default_factory=list)
     health_address: str | None = None
     federation_config: dict[str, object] = field(default_factory=dict)
-    # Called once the SuperLink listens (port), before the run is submitted.
-    on_listening: Callable[[int], None] | None = None
+    # Called once the SuperLink listens (Fleet port, Control port), before the run is submitted.
+    on_listening: Callable[[int, int], None] | None = None
     # Restart from OUT/checkpoint (`pollen server --resume`).
     resume: bool = False
 
 
 def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
     t0 = time.monotonic()
+    check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
+    if link.simulation:
+        cfg = with_partition_ceiling(cfg)
     out = prepare_out(cfg, resume=link.resume)
     app = write_app(cfg, out, resume=link.resume)
     home = out / ".flwr-home"
     env = flower_env(home)
     auth = bool(link.node_pubs)
-    superlink, port = start_superlink(out, env, simulation=link.simulation, host=link.host,
-                                      port=link.port, certs=link.certs, node_auth=auth,
-                                      health_address=link.health_address)
+    superlink = start_superlink(out, env, simulation=link.simulation, host=link.host,
+                                port=link.port, control_host=link.control_host,
+                                control_port=link.control_port, certs=link.certs, node_auth=auth,
+                                health_address=link.health_address)
     run = None
     try:
-        address = f"127.0.0.1:{port}"
+        # Registration and `flwr run` go to the loopback Control API, on this host only.
+        address = superlink.control_address
         root = None if link.certs is None else link.certs / "ca.crt"
         if auth:
             register_nodes(address, link.node_pubs, flwr_home=home, root_cert=root, insecure=False,
                            connection="pollen")
         write_connection(home, address, root_cert=root, insecure=link.certs is None, name="pollen")
         if link.on_listening is not None:
-            link.on_listening(port)
+            link.on_listening(superlink.fleet_port or superlink.control_port, superlink.control_port)
         run = submit_run(app, out, env, "pollen", link.federation_config)
-        rounds = follow(out, cfg.run.rounds, run, [superlink], console)
+        rounds = follow(out, cfg.run.rounds, run, [superlink.proc], console)
+    except KeyboardInterrupt:
+        record_failure(out, "interrupted")  # progress.json never stays at "train"
+        raise
     finally:
         if run is not None:
             run.stop()
-        superlink.stop()
+        superlink.proc.stop()
     summary(rounds, out, console, time.monotonic() - t0)
     return rounds

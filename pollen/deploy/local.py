@@ -206,8 +206,10 @@ def deploy_local(n_clients: int, *, cpus: float = 0.5, memory: str = "1g",
         _give(srv_certs / MANIFEST, private=False)
         srv = client.containers.create(
             f"{server_image}:{image_tag}", name=f"pollen-server-{run_id}", labels=labels,
+            # The Fleet API faces the bridge network; the Control API stays on the container's
+            # loopback (port + 1) and no port is published to the host.
             command=["--config", "/config/run.toml", "--certs", "/certs", "--out", "/data/run",
-                     "--host", "0.0.0.0", "--port", str(port)],
+                     "--host", "0.0.0.0", "--port", str(port), "--control-port", str(port + 1)],
             volumes={str(srv_certs): {"bind": "/certs", "mode": "ro"},
                      str(stage / "config"): {"bind": "/config", "mode": "ro"},
                      str(data): {"bind": "/data", "mode": "rw"}},

@@ -1,9 +1,10 @@
-"""Register SuperNode public keys with a running SuperLink, the way Flower 1.41 supports it.
+"""Register SuperNode public keys with a running SuperLink, the way Flower 1.39 supports it.
 
-Flower 1.41 has no SuperLink flag that lists allowed keys (`--auth-list-public-keys` now makes
+Flower 1.39 has no SuperLink flag that lists allowed keys (`--auth-list-public-keys` makes
 `flower-superlink` exit): with `--enable-supernode-auth` a node may connect only after
 `flwr supernode register KEY.pub CONNECTION` stored its key in the SuperLink's state through the
-Control API. We drive that documented CLI (not Flower's internal HTTP client) with a connection
+Control API, which Pollen binds to loopback (so registration only happens on the server host; the
+Fleet API's own RegisterNode is refused under node authentication). We drive that documented CLI (not Flower's internal HTTP client) with a connection
 entry written into a private `$FLWR_HOME/config.toml`. Registrations live in the SuperLink's state:
 in memory by default, so they must be repeated after every SuperLink restart unless it runs with
 `--database FILE`.
@@ -53,14 +54,18 @@ def flwr_executable(name: str = "flwr") -> str:
         return str(local)
     found = shutil.which(name)
     if found is None:
-        raise DeploymentError(f"`{name}` not found; install Flower (pip install 'flwr>=1.41,<1.43')")
+        raise DeploymentError(f"`{name}` not found; install Flower (pip install 'flwr[simulation]==1.39.0')")
     return found
 
 
 def flower_env(flwr_home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower processes: private FLWR_HOME, no telemetry/update checks, and this
-    interpreter's bin/ first on PATH (the SuperLink/SuperNode spawn `flower-superexec` by name)."""
+    interpreter's bin/ first on PATH (the SuperLink/SuperNode spawn `flower-superexec` by name).
+
+    Flower's internal toggle that adds a gRPC Control API on 0.0.0.0:9093 is removed: the Control
+    API must exist only on the loopback HTTP port."""
     env = dict(os.environ if base is None else base)
+    env.pop("FLWR_INTERNAL_GRPC_CONTROL_API", None)
     env["FLWR_HOME"] = str(Path(flwr_home).resolve())
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -147,11 +152,11 @@ def register_nodes(superlink_control_address: str, pub_keys: Iterable[Path], *, 
                    timeout: float = 180.0, workers: int = 4) -> list[RegisteredNode]:
     """Register each OpenSSH EC public key with the SuperLink at `superlink_control_address`.
 
-    The Control API shares the SuperLink's `--host:--port` in 1.41. Idempotent: a key that is
+    The Control API is the SuperLink's loopback HTTP `--host:--port`. Idempotent: a key that is
     already registered is reported, not an error. Waits up to `timeout` s for the SuperLink to
     come up. Registrations run a few at a time since each `flwr` call costs ~1 s of start-up.
     """
-    keys = [Path(p) for p in pub_keys]
+    keys = [Path(p).absolute() for p in pub_keys]  # `flwr` runs with cwd=flwr_home
     for k in keys:
         _check_pub_key(k)
     if len({k.read_bytes().split()[1] for k in keys}) != len(keys):

@@ -9,11 +9,13 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from pollen.deploy.launch import Proc
 from pollen.errors import DeploymentError
+from pollen.server.ledger import one_line, record_failure, shortfall
 
 
 def _read(path: Path) -> Any:
@@ -35,18 +37,35 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def clients_cell(r: dict[str, Any]) -> str:
+    """Aggregated of sampled ("3/4"); rows from before the accounting show the count alone."""
+    aggregated = r.get("aggregated", r.get("clients", 0))
+    return f"{aggregated}/{r['sampled']}" if r.get("sampled") else str(aggregated)
+
+
+def lost_cell(r: dict[str, Any]) -> str:
+    """Where the sampled clients that were not aggregated went."""
+    parts = [f"{r[k]} {label}" for k, label in (("errors", "err"), ("timed_out", "timeout"),
+                                                 ("dropped", "dropped")) if r.get(k)]
+    return ", ".join(parts) or "—"
+
+
 def rounds_table(rounds: list[dict[str, Any]], title: str | None = None) -> Table:
     acc = any(r.get("eval_accuracy") is not None for r in rounds)
+    lost = any(shortfall(r) is not None for r in rounds)
     t = Table(title=title, title_justify="left")
     for col in ["round", "train_loss", "eval_loss"] + (["eval_acc"] if acc else []) + [
-            "clients", "bytes_up", "bytes_down", "seconds"]:
+            "clients"] + (["lost"] if lost else []) + ["bytes_up", "bytes_down", "seconds"]:
         t.add_column(col, justify="right")
     for r in rounds:
         cells = [str(r["round"]), _fmt(r.get("train_loss")), _fmt(r.get("eval_loss"))]
         if acc:
             cells.append(_fmt(r.get("eval_accuracy"), ".3f"))
-        cells += [str(r.get("clients", 0)), human_bytes(r.get("bytes_up", 0)),
-                  human_bytes(r.get("bytes_down", 0)), f"{r.get('seconds', 0):.1f}"]
+        cells.append(clients_cell(r))
+        if lost:
+            cells.append(lost_cell(r))
+        cells += [human_bytes(r.get("bytes_up", 0)), human_bytes(r.get("bytes_down", 0)),
+                  f"{r.get('seconds', 0):.1f}"]
         t.add_row(*cells)
     return t
 
@@ -63,42 +82,71 @@ def _status(progress: dict[str, Any] | None, total: int, started: float) -> Text
     return Text(f"{bar} round {rnd}/{total} · {phase} · {elapsed:.0f}s", style="bold cyan")
 
 
+def _ended_early(run: Proc) -> str:
+    """Why a run ended without a word from the ServerApp: Flower's own exit code, if it printed one."""
+    from pollen.deploy.commands import flower_exit_code
+
+    code = flower_exit_code(run.tail(400))
+    flower = f", Flower exit code {code}" if code is not None else ""
+    return (f"the run ended before finishing (flwr run exited with code {run.popen.returncode}"
+            f"{flower}; see {run.log})")
+
+
 def follow(out: Path, total_rounds: int, run: Proc, watch: list[Proc], console: Console,
            poll: float = 0.5) -> list[dict[str, Any]]:
-    """Render progress until the submission ends; raise if the run failed."""
+    """Render progress until the submission ends; raise if the run failed.
+
+    A round that aggregated fewer clients than it sampled gets a one-line warning. A failed run
+    leaves progress.json in phase "failed" with its reason, whoever failed (the ServerApp records
+    its own failures; a process that died without a word is recorded here).
+    """
     started = time.monotonic()
     seen = 0
 
+    def rows_now() -> list[dict[str, Any]]:
+        return (_read(out / "metrics.json") or {}).get("rounds", [])
+
     def view() -> Group:
-        m = _read(out / "metrics.json") or {}
-        return Group(rounds_table(m.get("rounds", [])),
+        return Group(rounds_table(rows_now()),
                      _status(_read(out / "progress.json"), total_rounds, started))
 
     def dead() -> Proc | None:
         return next((p for p in watch if not p.alive()), None)
 
+    def report(rows: list[dict[str, Any]], printer: Console, lines: bool) -> int:
+        for r in rows[seen:]:
+            if lines:  # logs and CI: one line per finished round
+                printer.print(f"round {r['round']}/{total_rounds}: eval_loss={_fmt(r.get('eval_loss'))} "
+                              f"train_loss={_fmt(r.get('train_loss'))} clients={clients_cell(r)} "
+                              f"up={human_bytes(r['bytes_up'])} down={human_bytes(r['bytes_down'])}",
+                              markup=False, highlight=False)
+            lost = shortfall(r)
+            if lost is not None:
+                printer.print(f"[yellow]warning:[/] {escape(lost)}", highlight=False)
+        return len(rows)
+
     if console.is_terminal:
         with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
             while run.alive() and dead() is None:
                 live.update(view())
+                seen = report(rows_now(), live.console, lines=False)
                 time.sleep(poll)
-    else:  # logs and CI: one line per finished round
+    else:
         while run.alive() and dead() is None:
-            rows = (_read(out / "metrics.json") or {}).get("rounds", [])
-            for r in rows[seen:]:
-                console.print(f"round {r['round']}/{total_rounds}: eval_loss={_fmt(r.get('eval_loss'))} "
-                              f"train_loss={_fmt(r.get('train_loss'))} clients={r['clients']} "
-                              f"up={human_bytes(r['bytes_up'])} down={human_bytes(r['bytes_down'])}")
-            seen = len(rows)
+            seen = report(rows_now(), console, lines=True)
             time.sleep(poll)
     progress = _read(out / "progress.json") or {}
-    rows = (_read(out / "metrics.json") or {}).get("rounds", [])
+    rows = rows_now()
+    report(rows, console, lines=not console.is_terminal)
     if progress.get("phase") != "done":
         crashed = dead()
-        why = progress.get("error") or (f"{crashed.name} exited with code {crashed.popen.returncode}"
-                                        if crashed else "the run ended before finishing")
+        why = one_line(progress.get("error") or (
+            f"{crashed.name} exited with code {crashed.popen.returncode}" if crashed
+            else _ended_early(run)))
+        if progress.get("phase") != "failed":
+            record_failure(out, why)
         logs = "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail(15)}" for p in [run, *watch])
-        raise DeploymentError(f"run failed: {why}\n{logs}")
+        raise DeploymentError(f"run failed: {why}", details=logs)
     return rows
 
 

@@ -8,7 +8,8 @@ from flwr.app import Array, ArrayRecord, Context, RecordDict
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError
 
-# run_config keys every party reads (written into the generated app's pyproject by the launcher).
+# run_config keys every party reads: declared (empty) in Pollen's fixed app bundle
+# (pollen.deploy.app_bundle), set per run by `flwr run --run-config` (pollen.deploy.launch).
 CONFIG_KEY = "pollen-config"
 OUT_KEY = "pollen-out"
 # true when `pollen server --resume` restarts from OUT/checkpoint.
@@ -19,7 +20,7 @@ UPDATE_KEY = "update"
 
 def config_from_context(context: Context) -> PollenConfig:
     raw = context.run_config.get(CONFIG_KEY)
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or not raw:
         raise ConfigError(f"run config has no {CONFIG_KEY!r}; start runs with `pollen simulate/server`")
     return PollenConfig.from_json(raw)
 

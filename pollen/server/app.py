@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 from pollen.config import PollenConfig
 from pollen.errors import PollenError
 from pollen.protocol.records import OUT_KEY, RESUME_KEY, config_from_context
-from pollen.server.ledger import Ledger
+from pollen.server.ledger import record_failure
 from pollen.server.runner import run_rounds
 from pollen.strategies import method_for
 
@@ -33,9 +32,10 @@ def main(grid: Grid, context: Context) -> None:
         run_server(grid, config_from_context(context), out,
                    resume=bool(context.run_config.get(RESUME_KEY, False)))
     except PollenError as e:
-        Ledger(out, 0).phase(0, "failed", error=str(e))
+        record_failure(out, str(e))
         raise
-    except Exception as e:
-        Ledger(out, 0).phase(0, "failed", error=f"{type(e).__name__}: {e}",
-                             traceback=traceback.format_exc())
+    except BaseException as e:
+        # A crash (a full disk, a bug, a signal): progress.json must not stay at "train". The
+        # traceback goes to this process's log (Flower prints it); the file keeps one line.
+        record_failure(out, f"{type(e).__name__}: {e}")
         raise

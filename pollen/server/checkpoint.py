@@ -48,6 +48,7 @@ def _comparable(cfg: PollenConfig) -> dict[str, Any]:
     d.get("run", {}).pop("rounds", None)
     d.get("run", {}).pop("out", None)
     d.get("run", {}).pop("round_timeout", None)
+    d.get("run", {}).pop("allow_empty_rounds", None)
     return d
 
 

@@ -53,6 +53,9 @@ def _decode_one(reply: Message, sent: Message | None, node: int, max_bytes: int,
     if not stages:
         raise PayloadError("this run uses no codec (compression.codec is empty); an 'update' "
                            "record is refused", client=node, field="update")
+    if "arrays" in reply.content:
+        raise PayloadError("the reply carries both an 'update' and 'arrays'", client=node,
+                           field="arrays")
     if sent is None or "arrays" not in sent.content:
         raise PayloadError("reply to a message that carried no tensors", client=node, field="update")
     record = reply.content[UPDATE_KEY]

@@ -2,16 +2,28 @@
 
 metrics.json is rewritten atomically after every round, so it doubles as the progress feed that
 `pollen simulate` and `pollen server` render live. Its field names are a public interface.
+
+Every row accounts for the round's clients, so a round that lost some says so:
+`sampled` = train instructions sent, `replied` = replies that came back without an error,
+`errors` = error replies (the client or Flower failed), `timed_out` = no reply within
+`run.round_timeout`, `dropped` = replies refused by decoding or screening, `aggregated` = updates the
+strategy aggregated (also written as `clients`, the older name). sampled = replied + errors + timed_out.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pollen.io_utils import atomic_write_json
+
+PROGRESS_FILE = "progress.json"
+# The accounting fields of a row, in the order they are shown.
+ACCOUNTING = ("sampled", "replied", "errors", "timed_out", "dropped", "aggregated")
 
 
 def _clean(v: Any) -> Any:
@@ -29,12 +41,20 @@ class Ledger:
 
     def _reset(self) -> None:
         self._down = self._up = self._clients = self._dropped = 0
+        self._sampled = self._replied = self._errors = self._timed_out = 0
         self._train_loss: float | None = None
         self._t0 = time.monotonic()
 
     def traffic(self, down: int, up: int) -> None:
         self._down += down
         self._up += up
+
+    def exchange(self, *, sampled: int, replied: int, errors: int, timed_out: int) -> None:
+        """One train exchange of this round: instructions sent and what became of them."""
+        self._sampled += sampled
+        self._replied += replied
+        self._errors += errors
+        self._timed_out += timed_out
 
     def dropped(self, n: int) -> None:
         """Updates rejected by validation this round (they are not in `clients`)."""
@@ -45,7 +65,7 @@ class Ledger:
         self._train_loss = train_loss
 
     def phase(self, server_round: int, phase: str, **extra: Any) -> None:
-        atomic_write_json(self.out / "progress.json", {
+        atomic_write_json(self.out / PROGRESS_FILE, {
             "round": server_round, "total_rounds": self.total_rounds, "phase": phase,
             "time": time.time(), **{k: _clean(v) for k, v in extra.items()}})
 
@@ -59,11 +79,73 @@ class Ledger:
             "bytes_down": self._down,
             "dropped": self._dropped,
             "seconds": round(time.monotonic() - self._t0, 3),
+            "sampled": self._sampled,
+            "replied": self._replied,
+            "errors": self._errors,
+            "timed_out": self._timed_out,
+            "aggregated": self._clients if server_round > 0 else 0,
         }
         self.rounds.append(row)
         atomic_write_json(self.out / "metrics.json", {"rounds": self.rounds})
         self._reset()
         return row
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """A reason fit for one line of a terminal or a JSON field: whitespace collapsed, bounded."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def shortfall(row: dict[str, Any]) -> str | None:
+    """One line naming a round's lost clients, or None when it aggregated all it sampled."""
+    sampled, aggregated = int(row.get("sampled", 0) or 0), int(row.get("aggregated", 0) or 0)
+    if row.get("round", 0) == 0 or aggregated >= sampled:
+        return None
+    return (f"round {row['round']} aggregated {aggregated} of {sampled} sampled clients "
+            f"({row.get('replied', 0)} replied, {row.get('errors', 0)} errors, "
+            f"{row.get('timed_out', 0)} timed out, {row.get('dropped', 0)} dropped)")
+
+
+def record_failure(out: Path, reason: str) -> bool:
+    """Mark the run failed in OUT/progress.json, best-effort: True if the file now says so.
+
+    Called while things are going wrong (a full disk, a dying process), so it never raises and
+    writes little: first atomically (a new file renamed over the old one); if that fails (no room for
+    a new file), by overwriting the old file's blocks in place; if even that fails, the stale file is
+    removed so nobody reads a run that is still "train"ing.
+    """
+    path = Path(out) / PROGRESS_FILE
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict):
+            old = {}
+    except (OSError, ValueError):
+        old = {}
+    doc = {"round": old.get("round", 0), "total_rounds": old.get("total_rounds", 0),
+           "phase": "failed", "time": time.time(), "error": one_line(reason)}
+    data = json.dumps(doc, allow_nan=False).encode() + b"\n"
+    try:
+        atomic_write_json(path, doc)
+        return True
+    except (OSError, ValueError):
+        pass
+    try:  # rewrite in place: the old file's blocks are already allocated
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError("short write")
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        pass
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return False
 
 
 def plot_curves(rounds: list[dict[str, Any]], path: Path) -> None:

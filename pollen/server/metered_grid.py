@@ -11,7 +11,7 @@ from pollen.protocol.delegating_grid import DelegatingGrid
 from pollen.protocol.identity import reply_partition
 from pollen.protocol.records import payload_bytes
 from pollen.server.decode import decode_replies
-from pollen.server.inbound import screen_replies
+from pollen.server.inbound import ReplyScreen, is_train
 from pollen.server.ledger import Ledger
 
 
@@ -19,11 +19,18 @@ class MeteredGrid(DelegatingGrid):
     """Delegates to Flower's Grid; strategies stay unaware that traffic is being counted."""
 
     def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20,
-                 codec: str = "") -> None:
+                 codec: str = "", screen: ReplyScreen | None = None) -> None:
         super().__init__(inner)
         self._ledger = ledger
         self._max_payload_bytes = max_payload_bytes
         self._codec = codec  # the run's compression.codec: the only one whose payloads decode
+        # The run's method contract and num-examples ceiling (ReplyScreen.for_run); the PEFT
+        # method's contract when none is given.
+        if screen is None:
+            from pollen.strategies.fedpeft.wire import PEFT
+
+            screen = ReplyScreen(PEFT)
+        self.screen = screen
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
@@ -33,13 +40,25 @@ class MeteredGrid(DelegatingGrid):
         # Bytes as they crossed the wire, before decoding.
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
-        # Compressed payloads are decoded and validated, then every update is screened (NaN/Inf,
-        # shapes, names); strategies only ever see valid, Flower-conventional replies.
+        self._account(messages, replies)
+        # Compressed payloads are decoded and validated, then every reply is screened against the
+        # method's contract (pollen.server.inbound); strategies only ever see conforming replies.
         decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes,
                                           codec=self._codec)
-        screened = screen_replies(messages, decoded)
+        screened = self.screen.screen(messages, decoded)
         self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
         return sorted(screened, key=arrival_independent_order)
+
+    def _account(self, messages: list[Message], replies: list[Message]) -> None:
+        """What became of this round's train instructions: replied, failed, or never answered."""
+        train = [m for m in messages if is_train(m)]
+        if not train:
+            return
+        nodes = {m.metadata.dst_node_id for m in train}
+        answers = [r for r in replies if r.metadata.src_node_id in nodes]
+        errors = sum(1 for r in answers if r.has_error())
+        self._ledger.exchange(sampled=len(train), replied=len(answers) - errors, errors=errors,
+                              timed_out=max(0, len(train) - len(answers)))
 
 
 def arrival_independent_order(reply: Message) -> tuple[bool, int, int]:

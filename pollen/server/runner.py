@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
-from pollen.errors import ConfigError
+from pollen.errors import ConfigError, RoundError
 from pollen.protocol.records import from_arrays, to_arrays
 from pollen.server.attack_grid import AttackGrid
 from pollen.server.checkpoint import (
@@ -30,7 +30,8 @@ from pollen.server.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pollen.server.ledger import Ledger, plot_curves
+from pollen.server.inbound import ReplyScreen
+from pollen.server.ledger import Ledger, plot_curves, shortfall
 from pollen.server.metered_grid import MeteredGrid
 from pollen.strategies import Method, ServerSide, StrategyContext, build_strategy
 
@@ -102,18 +103,23 @@ class Evaluation:
     """Flower's `evaluate_fn`: the method's central evaluation, the ledger row, the checkpoint."""
 
     def __init__(self, side: ServerSide, ledger: Ledger, cfg: PollenConfig, out: Path,
-                 strategy: Strategy, *, offset: int = 0, checkpoint: bool = False) -> None:
+                 strategy: Strategy, *, offset: int = 0, resumed: bool = False,
+                 checkpoint: bool = False) -> None:
         self.side, self.ledger, self.cfg, self.out = side, ledger, cfg, out
         self.strategy, self.offset, self.checkpoint = strategy, offset, checkpoint
+        self.resumed = resumed or offset > 0
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if self.offset and server_round == 0:
-            return None  # round 0 of a resumed start is the checkpointed round, already in the ledger
+        if self.resumed and server_round == 0:
+            # Round 0 of a resumed start is the checkpointed round (round 0 included), already in the
+            # ledger: evaluating again would list it twice in metrics.json.
+            return None
         server_round += self.offset
         self.ledger.phase(server_round, "evaluate")
         metrics = self.side.evaluate(server_round, arrays)
         log.info("round %d: %s", server_round,
-                 close_round(self.ledger, server_round, self.cfg.run.rounds, metrics))
+                 close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
+                             allow_empty=self.cfg.run.allow_empty_rounds))
         if self.checkpoint:
             save_checkpoint(self.out, self.cfg, server_round, from_arrays(arrays), self.ledger.rounds,
                             self.strategy)
@@ -121,9 +127,21 @@ class Evaluation:
 
 
 def close_round(ledger: Ledger, server_round: int, total_rounds: int,
-                metrics: dict[str, float]) -> dict[str, Any]:
-    """Write the round's ledger row and announce the next phase."""
+                metrics: dict[str, float], *, allow_empty: bool = False) -> dict[str, Any]:
+    """Write the round's ledger row, say what the round lost, and announce the next phase.
+
+    A round that aggregated nobody left the model where it was: unless the run allows it
+    (`run.allow_empty_rounds`), the run stops here with the round's accounting as the reason,
+    instead of "finishing" with a model that never trained.
+    """
     row = ledger.close_round(server_round, metrics)
+    lost = shortfall(row)
+    if lost is not None:
+        log.warning("%s", lost)
+    if server_round > 0 and row["aggregated"] == 0 and not allow_empty:
+        hint = " (raise run.round_timeout if clients need longer)" if row["timed_out"] else ""
+        raise RoundError(f"{lost or f'round {server_round} aggregated no client update'}{hint}; "
+                         "set run.allow_empty_rounds = true to let a run go on through empty rounds")
     if server_round < total_rounds:
         ledger.phase(server_round + 1, "train")
     return row
@@ -152,7 +170,7 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
     own_attack = side.attack_grid(grid)
     served: Grid = MeteredGrid(own_attack if own_attack is not None else grid, ledger,
                                max_payload_bytes=cfg.compression.max_payload_bytes,
-                               codec=cfg.compression.codec)
+                               codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg))
     if own_attack is None and cfg.attack.name:  # robustness studies: attackers play on the real replies
         served = AttackGrid(served, cfg)
     t0 = time.monotonic()
@@ -162,7 +180,7 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
         num_rounds=cfg.run.rounds - start,
         timeout=cfg.run.round_timeout,
         train_config=side.train_config(),
-        evaluate_fn=Evaluation(side, ledger, cfg, out, strategy, offset=start,
+        evaluate_fn=Evaluation(side, ledger, cfg, out, strategy, offset=start, resumed=resume,
                                checkpoint=side.resumable),
     )
     seconds = time.monotonic() - t0

@@ -18,6 +18,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
+from pollen.data.clients import partition_sizes as client_partition_sizes
+from pollen.protocol.contracts import Contracts
 
 # (instruction, node context, run config, partition id, number of partitions) -> reply content
 ClientTrain = Callable[[Message, Context, PollenConfig, int, int], RecordDict]
@@ -89,6 +91,11 @@ class Method:
     server: Callable[[PollenConfig], ServerSide]
     # Checks run before any process starts (data split, model load); raise PollenError.
     preflight: Callable[[PollenConfig], None]
+    # What every reply must hold before a strategy sees it (pollen/server/inbound.py screens it).
+    reply_contract: Callable[[PollenConfig], Contracts]
+    # Each partition's training-example count; in simulation the largest caps the `num-examples`
+    # a reply may claim (bounded influence).
+    partition_sizes: Callable[[PollenConfig], list[int]] = client_partition_sizes
     doc: str = ""
 
     @property

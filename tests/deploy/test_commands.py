@@ -32,7 +32,26 @@ def test_superlink_tls_auth_flags(certs) -> None:
     assert _flag(cmd, "--ssl-keyfile") == str(certs.server_key)
     assert "--enable-supernode-auth" in cmd and "--insecure" not in cmd
     assert "--disable-runtime-dependency-installation" in cmd
-    assert _flag(cmd, "--database") == "/data/s.db" and _flag(cmd, "--port") == "9092"
+    assert _flag(cmd, "--database") == "/data/s.db"
+    # Fleet API (gRPC-rere) on the public address; Control/ServerAppIo HTTP on loopback, port + 1.
+    assert _flag(cmd, "--fleet-api-type") == "grpc-rere"
+    assert _flag(cmd, "--fleet-api-address") == "0.0.0.0:9092"
+    assert _flag(cmd, "--host") == "127.0.0.1" and _flag(cmd, "--port") == "9093"
+
+
+def test_superlink_control_api_never_leaves_loopback(certs) -> None:
+    for public in ("0.0.0.0", "::", "10.0.0.5", "server.example.org"):
+        with pytest.raises(DeploymentError, match="must stay on loopback"):
+            superlink_command(certs=certs.dir, control_host=public)
+    with pytest.raises(DeploymentError, match="must differ"):
+        superlink_command(certs=certs.dir, port=9092, control_port=9092)
+    v6 = superlink_command(host="::", port=9092, control_host="::1", control_port=7000,
+                           certs=certs.dir)
+    assert _flag(v6, "--fleet-api-address") == "[::]:9092"
+    assert _flag(v6, "--host") == "::1" and _flag(v6, "--port") == "7000"
+    sim = superlink_command(port=5555, insecure=True, node_auth=False, simulation=True)
+    assert "--fleet-api-address" not in sim and "--simulation" in sim
+    assert _flag(sim, "--host") == "127.0.0.1" and _flag(sim, "--port") == "5555"
 
 
 def test_superlink_refuses_inconsistent_security(certs, tmp_path: Path) -> None:
@@ -56,6 +75,7 @@ def test_supernode_flags(certs) -> None:
     assert _flag(cmd, "--root-certificates") == str(certs.ca_cert)
     assert _flag(cmd, "--auth-supernode-private-key") == str(certs.node_keys[1])
     assert _flag(cmd, "--superlink") == "srv:9092" and _flag(cmd, "--max-retries") == "2"
+    assert "--grpc-rere" in cmd and _flag(cmd, "--host") == "127.0.0.1"
     assert shlex.split(_flag(cmd, "--node-config")) == [
         "partition-id=1", "num-partitions=3", "data-dir=/data"]
     with pytest.raises(DeploymentError, match="partition-id"):
@@ -95,3 +115,20 @@ def test_register_rejects_bad_keys_before_any_network_call(tmp_path: Path, certs
     with pytest.raises(DeploymentError, match="does not exist"):
         register_nodes("127.0.0.1:1", [certs.dir / "node-7.pub"], **kw)
     assert register_nodes("127.0.0.1:1", [], **kw) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--control-host", "0.0.0.0"], "not a loopback address"),
+    (["--control-host", "10.0.0.5"], "not a loopback address"),
+    (["--port", "9092", "--control-port", "9092"], "--control-port must be"),
+])
+def test_server_refuses_a_public_or_clashing_control_api(tmp_path: Path, capsys, flags, message) -> None:
+    """One clear line and a non-zero exit, before any process starts or any file is written."""
+    from pollen.cli import main
+
+    out = tmp_path / "run"
+    code = main(["server", "--insecure", "--out", str(out), *flags])
+    text = capsys.readouterr().out.strip()
+    assert code != 0 and message in text and "Traceback" not in text
+    assert len(text.splitlines()) <= 2  # rich may wrap the one line
+    assert not out.exists()

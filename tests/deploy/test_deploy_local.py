@@ -152,6 +152,11 @@ def test_run_stages_least_privilege_and_tears_down(monkeypatch: pytest.MonkeyPat
     assert srv.bundle is not None and srv.bundle.n_nodes == 3
     assert srv.bundle.hosts == ("pollen-server",)
     assert 'rounds = 2' in srv.toml and 'clients = 3' in srv.toml and "seed = 3" in srv.toml
+    # The Fleet API faces the bridge network; the Control API stays on the container's loopback
+    # and nothing is published to the host.
+    scmd = srv.kw["command"]
+    assert scmd[scmd.index("--port") + 1] == "9092" and scmd[scmd.index("--control-port") + 1] == "9093"
+    assert "--control-host" not in scmd and not srv.kw.get("ports")
     for i, c in enumerate(clients):
         assert c.mounted["/certs"] == ["ca.crt", f"node-{i}.key"]  # only its own identity
         assert c.kw["nano_cpus"] == 500_000_000 and c.kw["mem_limit"] == 1 << 30

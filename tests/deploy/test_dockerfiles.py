@@ -159,6 +159,16 @@ def test_image_contract(role: str) -> None:
         assert pin in text
     # torch goes in before the project so the project's unpinned torch>=2.2 cannot pull CUDA.
     assert text.index('"torch==${TORCH_VERSION}"') < text.index("COPY . /src/")
+    # Only node traffic faces the network: the server exposes the Fleet API port alone and keeps
+    # its Control API on a loopback port of its own; a client exposes nothing.
+    exposed = [x.args for x in ins if x.op == "EXPOSE"]
+    assert exposed == (["9092"] if role == "server" else [])
+    if role == "server":
+        cmd = _exec_form([x for x in ins if x.op == "CMD"][-1].args)
+        assert cmd is not None
+        assert cmd[cmd.index("--port") + 1] == "9092"
+        assert cmd[cmd.index("--control-port") + 1] == "9093"
+        assert "--control-host" not in cmd  # the default, 127.0.0.1
 
 
 def test_linter_catches_violations(tmp_path: Path) -> None:

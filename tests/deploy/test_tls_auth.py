@@ -32,7 +32,8 @@ if shutil.which("flower-superlink") is None and not Path(
 @dataclass
 class Link:
     proc: Proc
-    port: int
+    port: int  # Fleet API (gRPC-rere), what SuperNodes dial
+    control: int  # Control API (HTTP, loopback), what `flwr` uses
     health: int
     home: Path
     certs: CertBundle
@@ -47,13 +48,14 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     home.mkdir()
     certs = generate_certs(root / "certs", ["127.0.0.1", "localhost"], 2)
     other = generate_certs(root / "other", ["127.0.0.1"], 0)  # a CA nobody trusts
-    port, health = free_port(), free_port()
-    proc = start(superlink_command(host="127.0.0.1", port=port, certs=certs.dir, node_auth=True,
+    port, control, health = free_port(), free_port(), free_port()
+    proc = start(superlink_command(host="127.0.0.1", port=port, control_port=control,
+                                   certs=certs.dir, node_auth=True,
                                    health_address=f"127.0.0.1:{health}"),
                  root / "superlink.log", home)
     try:
-        wait_for(lambda: port_open(port), 40, "the SuperLink port", proc)
-        yield Link(proc, port, health, home, certs, other.ca_cert)
+        wait_for(lambda: port_open(port) and port_open(control), 40, "the SuperLink ports", proc)
+        yield Link(proc, port, control, health, home, certs, other.ca_cert)
     finally:
         proc.stop()
 
@@ -66,10 +68,12 @@ def _node(link: Link, *, superlink: str | None = None, certs: Path, node_key: Pa
 
 
 def test_registered_node_connects_over_tls(link: Link, tmp_path: Path) -> None:
-    first = register_nodes(f"127.0.0.1:{link.port}", [link.certs.node_pubs[0]], flwr_home=link.home,
-                           root_cert=link.certs.ca_cert, insecure=False, timeout=40)
+    first = register_nodes(f"127.0.0.1:{link.control}", [link.certs.node_pubs[0]],
+                           flwr_home=link.home, root_cert=link.certs.ca_cert, insecure=False,
+                           timeout=40)
     assert len(first) == 1 and first[0].node_id is not None and not first[0].already_registered
-    again = register_nodes(f"127.0.0.1:{link.port}", [link.certs.node_pubs[0]], flwr_home=link.home,
+    again = register_nodes(f"127.0.0.1:{link.control}", [link.certs.node_pubs[0]],
+                           flwr_home=link.home,
                            root_cert=link.certs.ca_cert, insecure=False, timeout=40)
     assert again[0].already_registered  # idempotent for restarts of `pollen server`
 

@@ -1,5 +1,6 @@
 """TLS + node authentication through `pollen certs/server/client`: a registered node trains,
-an unregistered node and a node trusting the wrong CA are refused with a clear error."""
+an unregistered node and a node trusting the wrong CA are refused with a clear error. The server and
+the good clients are given `--certs certs`, relative to their working directory."""
 
 import json
 import subprocess
@@ -26,8 +27,9 @@ def test_tls_run_with_node_auth_and_refusals(tmp_path):
     cfg = tiny_config(tmp_path, rounds=1, clients=2)
     port = free_port()
     server_log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
-    server = _pollen("server", "--config", str(cfg), "--certs", str(certs), "--port", str(port),
-                     log=server_log)
+    # Relative --certs, as the README writes it: the SuperLink and `flwr` run in other directories.
+    server = _pollen("server", "--config", str(cfg), "--certs", "certs", "--port", str(port),
+                     log=server_log, cwd=tmp_path)
     procs = [server]
     try:
         wait_for_port("127.0.0.1", port, 300)
@@ -43,8 +45,9 @@ def test_tls_run_with_node_auth_and_refusals(tmp_path):
             out, _ = p.communicate(timeout=120)
             assert p.returncode == REFUSED_EXIT, out[-2000:]
             assert "server refused this node" in out and "305" in out
-        good = [_pollen("client", "--server", addr, "--certs", str(certs), "--partition-id", str(i),
-                        "--num-partitions", "2", "--max-wait", "5", log=subprocess.DEVNULL)
+        good = [_pollen("client", "--server", addr, "--certs", "certs", "--partition-id", str(i),
+                        "--num-partitions", "2", "--max-wait", "5", log=subprocess.DEVNULL,
+                        cwd=tmp_path)
                 for i in range(2)]
         procs += good
         assert server.wait(timeout=600) == 0, (tmp_path / "server.log").read_text()[-3000:]
@@ -56,3 +59,4 @@ def test_tls_run_with_node_auth_and_refusals(tmp_path):
         server_log.close()
     rounds = json.loads((tmp_path / "out" / "metrics.json").read_text())["rounds"]
     assert rounds[-1]["round"] == 1 and rounds[-1]["clients"] == 2
+    assert rounds[-1]["sampled"] == rounds[-1]["aggregated"] == 2

@@ -123,7 +123,10 @@ def test_offset_rounds_and_dropout_tolerance(tmp_path):
     patient = Recorder()
     Rounds(patient, Side(cfg), Ledger(tmp_path, 5), cfg).configure_train(2, None, None, Grid(1))
     assert patient.seen == [("train", 2, 3, 3)]  # a method that does not tolerate dropouts waits
+    empty_ok = _cfg(**{"run.allow_empty_rounds": True})
     ledger = Ledger(tmp_path, 5)
-    fn = Evaluation(Side(cfg), ledger, cfg, tmp_path, s, offset=2)
+    fn = Evaluation(Side(empty_ok), ledger, empty_ok, tmp_path, s, offset=2)
     assert fn(0, None) is None and fn(1, None)["eval_loss"] == 3.0
     assert [r["round"] for r in ledger.rounds] == [3]
+    # a checkpoint of round 0 is resumed with offset 0: round 0 is in the ledger already
+    assert Evaluation(Side(empty_ok), ledger, empty_ok, tmp_path, s, resumed=True)(0, None) is None

@@ -30,7 +30,7 @@ class ScriptedGrid(Grid):
         for m in messages:
             blob = self.payloads[m.metadata.dst_node_id]
             content = RecordDict({"update": ConfigRecord({"blob": blob, "codec": CODEC.spec}),
-                                  "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0})})
+                                  "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0, "seen": 10})})
             replies.append(Message(content=content, reply_to=m))
         return replies
 

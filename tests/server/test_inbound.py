@@ -41,10 +41,10 @@ def _broken(glob: ArrayRecord) -> dict[str, RecordDict]:
     missing = {"layer.weight": g["layer.weight"]}
     text = dict(g, **{"layer.bias": np.array(["a", "b", "c", "d"])})
     weight = reply_content(g, n=10)
-    weight["metrics"] = MetricRecord({"num-examples": float("nan"), "train_loss": 1.0})
+    weight["metrics"] = MetricRecord({"num-examples": float("nan"), "train_loss": 1.0, "seen": 10})
     return {"NaN": reply_content(nan), "Inf": reply_content(inf), "shape": reply_content(shape),
             "unexpected": reply_content(extra), "missing": reply_content(missing),
-            "dtype": reply_content(text), "'num-examples'": weight}
+            "dtype": reply_content(text), "num-examples": weight}
 
 
 def test_screen_drops_each_kind_of_bad_reply_with_a_reason(caplog):

@@ -24,7 +24,7 @@ class ShuffledGrid(ScriptedGrid):
         by_node = {m.metadata.dst_node_id: m for m in messages}
         return [Message(content=RecordDict({
                     "arrays": to_arrays({"w": self.payloads[n]}),
-                    "metrics": MetricRecord({"num-examples": 7}),
+                    "metrics": MetricRecord({"num-examples": 7, "train_loss": 1.0, "seen": 7}),
                     IDENTITY_KEY: identity_record(self.partitions[n])}), reply_to=by_node[n])
                 for n in self.order]
 

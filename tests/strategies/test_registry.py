@@ -4,7 +4,7 @@ import pytest
 
 from pollen.errors import ConfigError, UnknownNameError
 from pollen.strategies import METHODS, STRATEGIES, Method, method_of, register_method
-from pollen.strategies.fedpeft import client, runtime, server
+from pollen.strategies.fedpeft import client, runtime, server, wire
 
 
 def test_every_strategy_belongs_to_one_method():
@@ -26,10 +26,11 @@ def test_unknown_strategy_lists_the_choices():
 
 def test_a_method_must_name_registered_strategies_once():
     m = Method("twice", ("fedpeft",), train=client.train, server=server.PeftServer,
-               preflight=runtime.preflight)
+               preflight=runtime.preflight, reply_contract=wire.reply_contract)
     with pytest.raises(ConfigError, match="belongs to methods"):
         register_method(m)
     with pytest.raises(UnknownNameError):
         register_method(Method("ghost", ("no-such-strategy",), train=client.train,
-                               server=server.PeftServer, preflight=runtime.preflight))
+                               server=server.PeftServer, preflight=runtime.preflight,
+                               reply_contract=wire.reply_contract))
     assert "twice" not in METHODS and "ghost" not in METHODS

@@ -1,8 +1,9 @@
 """FedKSeed: zeroth-order fine-tuning that ships (seed, scalar) pairs instead of weights."""
 
-from pollen.strategies.fedkseed import client, runtime, server, strategy
+from pollen.strategies.fedkseed import client, runtime, server, strategy, wire
 from pollen.strategies.method import Method
 from pollen.strategies.registry import register_method
 
 register_method(Method("fedkseed", ("fedkseed", "fedkseed-pro"), train=client.train, server=server.ZOServer,
-                       preflight=runtime.preflight, doc=strategy.__doc__ or ""))
+                       preflight=runtime.preflight, reply_contract=wire.reply_contract,
+                       doc=strategy.__doc__ or ""))

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from pollen.errors import PayloadError
+from pollen.protocol.contracts import COUNT, INT, NUMBER, Configs, Contracts, Metrics, ReplyContract
 from pollen.strategies.fedkseed.state import SeedDelta, validate_pairs
 
 FORMAT = 1
@@ -182,3 +184,15 @@ def decode_probabilities(blob: bytes, k: int, client: str | int | None = "server
         raise PayloadError("probabilities must be finite, >= 0 and sum to 1", client=client,
                            field="probs")
     return p / p.sum()
+
+
+# The reply contract the server screens every train reply against (pollen/server/inbound.py).
+ZO_SEEDS: Contracts = {"train": ReplyContract(
+    records={"fedkseed": Configs({"pairs": "bytes"}),
+             "metrics": Metrics({"num-examples": COUNT, "model-version": INT},
+                                optional={"partition-id": INT, "train_loss": NUMBER,
+                                          "skipped": INT})})}
+
+
+def reply_contract(cfg: Any) -> Contracts:
+    return ZO_SEEDS

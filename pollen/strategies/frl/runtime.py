@@ -206,6 +206,12 @@ def client_indices(cfg: PollenConfig, partition_id: int, num_partitions: int) ->
     return _parts(cfg.to_json(), num_partitions)[partition_id]
 
 
+def partition_sizes(cfg: PollenConfig) -> list[int]:
+    """Training examples of every client's partition (each client claims its own)."""
+    n = cfg.federation.clients
+    return [len(client_indices(cfg, pid, n)) for pid in range(n)]
+
+
 def client_examples(cfg: PollenConfig, partition_id: int, num_partitions: int) -> tuple[Tensor, Tensor]:
     rt = frl_runtime(cfg)
     idx = client_indices(cfg, partition_id, num_partitions)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from pollen.errors import PayloadError
+from pollen.protocol.contracts import COUNT, INT, NUMBER, Configs, Contracts, Metrics, ReplyContract
 
 MAGIC = b"PFRL"
 # Where a ranking blob travels inside a Flower message: content[RECORD] is a ConfigRecord, [RANKING] bytes.
@@ -153,3 +155,15 @@ def decode_rankings(blob: bytes, expected: Mapping[str, int], client: str | int 
         _check_permutation(ids, n, client, name)
         out[name] = torch.from_numpy(ids)
     return {name: out[name] for name in expected}
+
+
+# The reply contract the server screens every train reply against (pollen/server/inbound.py).
+SUPERMASK: Contracts = {"train": ReplyContract(
+    records={"frl": Configs({"ranking": "bytes"}),
+             "metrics": Metrics({"num-examples": COUNT},
+                                optional={"train_loss": NUMBER, "train_accuracy": NUMBER,
+                                          "partition-id": INT})})}
+
+
+def reply_contract(cfg: Any) -> Contracts:
+    return SUPERMASK

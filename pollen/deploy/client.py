@@ -101,6 +101,14 @@ MAX_REJOINS = 20
 REFUSAL_GRACE_S = 45.0
 
 
+# Flower 1.39's SuperNode, once a restarted server no longer knows its node id, shuts its Runtime
+# API down ("Finished server process") and then hangs in its exit path ("Heartbeat sender is not
+# running") instead of exiting, so the client would never rejoin. Seen in tests/e2e/test_resume.py.
+SHUTDOWN_MARK = "Finished server process"
+# How long a SuperNode that announced its shutdown may take to exit before it is stopped.
+EXIT_GRACE_S = 15.0
+
+
 def _relay(proc: subprocess.Popen) -> None:
     """Pass the SuperNode's log through, noting Flower's refusal code when it appears."""
     assert proc.stdout is not None
@@ -108,6 +116,24 @@ def _relay(proc: subprocess.Popen) -> None:
         print(line, end="", flush=True)
         if flower_exit_code(line) == SUPERNODE_CONNECTION_ERROR:
             _refused.set()
+        if SHUTDOWN_MARK in line:
+            threading.Thread(target=_reap_if_hung, args=(proc,), daemon=True).start()
+
+
+def _reap_if_hung(proc: subprocess.Popen, grace: float = EXIT_GRACE_S) -> None:
+    """Stop a SuperNode that said it shut down but is still alive after `grace` seconds."""
+    try:
+        proc.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    print(f"pollen client: the SuperNode shut down but did not exit within {grace:.0f} s; "
+          "stopping it", flush=True)
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _wait_reachable(server: str, max_wait: float | None, poll: float = 1.0) -> bool:

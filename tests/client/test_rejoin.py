@@ -62,3 +62,21 @@ def test_no_supernode_before_the_server_answers(fake, monkeypatch):
     starts = fake([0])
     monkeypatch.setattr(deploy, "_reachable", lambda server: False)
     assert _run(max_wait=0.3) == 1 and starts() == 0
+
+
+def test_supernode_hung_after_its_shutdown_is_stopped():
+    """Flower 1.39's SuperNode can print its shutdown and then never exit; it must not block rejoining."""
+    import subprocess
+    import time
+
+    hang = "import time; print('INFO: Finished server process [1]', flush=True); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", hang],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.monotonic()
+    try:
+        deploy._relay(proc)  # returns once the stand-in's output closes, i.e. once it was stopped
+        deploy._reap_if_hung(proc, grace=0.5)
+        assert proc.wait(timeout=30) != 0
+        assert time.monotonic() - t0 < 30
+    finally:
+        proc.kill()

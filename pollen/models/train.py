@@ -15,6 +15,13 @@ class EvalResult:
     accuracy: float | None
     examples: int
 
+    def metrics(self) -> dict[str, float]:
+        """The ledger's evaluation columns; accuracy only where the task has one."""
+        out = {"eval_loss": self.loss}
+        if self.accuracy is not None:
+            out["eval_accuracy"] = self.accuracy
+        return out
+
 
 def train_steps(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, lr: float,
                 weight_decay: float = 0.0) -> tuple[float, int]:

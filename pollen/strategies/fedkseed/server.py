@@ -107,10 +107,7 @@ class ZOServer(ServerSide):
                               f"ended at {version}")
         res = evaluate(self.zm.model, batches(self.eval_set, 16, self.zm.pad_id, seed=0, shuffle=False),
                        self.zm.task)
-        metrics: dict[str, float] = {"eval_loss": res.loss}
-        if res.accuracy is not None:
-            metrics["eval_accuracy"] = res.accuracy
-        return metrics
+        return res.metrics()
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:

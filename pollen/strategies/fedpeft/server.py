@@ -43,10 +43,7 @@ class PeftServer(ServerSide):
         load_trainable_state(self.rt.model, from_arrays(arrays))
         res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
                        self.rt.task)
-        metrics: dict[str, float] = {"eval_loss": res.loss}
-        if res.accuracy is not None:
-            metrics["eval_accuracy"] = res.accuracy
-        return metrics
+        return res.metrics()
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from uuid import uuid4
@@ -46,6 +45,7 @@ from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.fedkseed.wire import ZO_SEEDS, encode_pairs
 from pollen.strategies.fedpeft.wire import PEFT
 from pollen.strategies.frl.wire import SUPERMASK
+from tests.tiny_llama import save_tiny_llama
 
 ensure_task_identity()
 
@@ -395,21 +395,7 @@ def test_a_run_with_hostile_nodes_completes_with_the_honest_ones(
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LLaMA-shaped model with SmolLM2's tokenizer (as tests/strategies/fedkseed uses)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from pollen.models.registry import MODELS
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    src = MODELS.get("smollm2-135m").locate()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                      tie_word_embeddings=True, pad_token_id=2, bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), num_hidden_layers=1)
 
 
 @pytest.fixture(scope="session")

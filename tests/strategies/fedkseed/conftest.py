@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
+
+from tests.tiny_llama import save_tiny_llama
 
 try:  # Outside a ServerApp process Flower has no task identity; give tests one.
     from flwr.supercore.task_identity import TaskIdentity
@@ -19,21 +19,7 @@ except ImportError:  # older Flower builds messages without it
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from pollen.models.registry import MODELS
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    src = MODELS.get("smollm2-135m").locate()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                      tie_word_embeddings=True, pad_token_id=2, bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), num_hidden_layers=2)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
     "lr": ("train.lr", "local learning rate"),
     "lora_aggregation": ("strategy.lora_aggregation", "factors or exact"),
     "codec": ("compression.codec", 'update codec, e.g. "topz:0.05 > kmeans:16 > zstd"'),
+    "codec_down": ("compression.codec_down", 'down-link codec (PEFT family), e.g. "kmeans:16 > zstd"'),
     "attack": ("attack.name", "Byzantine attack for robustness studies (simulation)"),
     "attack_fraction": ("attack.fraction", "fraction of clients that attack"),
 }

@@ -135,9 +135,18 @@ class CompressionSection:
     error_feedback: bool = True
     # Largest payload the server accepts from one client, in bytes.
     max_payload_bytes: int = 256 * 1024 * 1024
+    # Down-link (server -> client) codec of the PEFT family, same grammar; "" = the full global state
+    # every round. With one, clients keep the state they hold and receive compressed deltas
+    # (pollen/strategies/fedpeft/downlink.py; docs/compression.md).
+    codec_down: str = ""
+    # Deltas the server keeps for clients that missed rounds; further behind: the full state.
+    down_history: int = 8
 
     def validate(self) -> None:
         _check(self.max_payload_bytes >= 1024, "compression.max_payload_bytes", "must be >= 1024")
+        _check(isinstance(self.codec_down, str), "compression.codec_down", "must be a codec string")
+        _check(1 <= self.down_history <= 1024, "compression.down_history",
+               f"must be in [1, 1024], got {self.down_history}")
 
 
 @dataclass

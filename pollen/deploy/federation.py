@@ -30,6 +30,11 @@ def preflight(cfg: PollenConfig) -> None:
 
     method = method_for(cfg)  # unknown strategy names fail here, listing the choices
     Codec.parse(cfg.compression.codec)
+    Codec.parse(cfg.compression.codec_down)
+    if cfg.compression.codec_down.strip().lower() not in ("", "none") and not getattr(
+            method.server, "supports_codec_down", False):
+        raise ConfigError(f"compression.codec_down: the {method.name!r} method has no compressed "
+                          "down-link (only the PEFT family does); leave it empty")
     method.preflight(cfg)
 
 

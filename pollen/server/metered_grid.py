@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -15,12 +16,24 @@ from pollen.server.inbound import ReplyScreen, is_train
 from pollen.server.ledger import Ledger
 
 
+class DownlinkLayer(Protocol):
+    """What MeteredGrid needs of a method's down-link (pollen/strategies/fedpeft/downlink.py)."""
+
+    def outbound(self, messages: list[Message]) -> None: ...
+    def restore(self) -> None: ...
+    def inbound(self, replies: list[Message]) -> tuple[list[Message], list[str]]: ...
+
+
 class MeteredGrid(DelegatingGrid):
     """Delegates to Flower's Grid; strategies stay unaware that traffic is being counted."""
 
     def __init__(self, inner: Grid, ledger: Ledger, *, max_payload_bytes: int = 256 << 20,
-                 codec: str = "", screen: ReplyScreen | None = None) -> None:
+                 codec: str = "", screen: ReplyScreen | None = None,
+                 downlink: DownlinkLayer | None = None) -> None:
         super().__init__(inner)
+        # The method's down-link compression (ServerSide.downlink): it rewrites train messages just
+        # before they leave, so `bytes_down` counts what really goes out.
+        self._downlink = downlink
         self._ledger = ledger
         self._max_payload_bytes = max_payload_bytes
         self._codec = codec  # the run's compression.codec: the only one whose payloads decode
@@ -35,18 +48,27 @@ class MeteredGrid(DelegatingGrid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
         messages = list(messages)
+        if self._downlink is not None:
+            self._downlink.outbound(messages)
         down = sum(payload_bytes(m.content) for m in messages)
-        replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        try:
+            replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        finally:
+            if self._downlink is not None:
+                self._downlink.restore()
         # Bytes as they crossed the wire, before decoding.
         up = sum(payload_bytes(m.content) for m in replies if not m.has_error())
         self._ledger.traffic(down=down, up=up)
         self._account(messages, replies)
+        refused: list[str] = []
+        if self._downlink is not None:
+            replies, refused = self._downlink.inbound(replies)
         # Compressed payloads are decoded and validated, then every reply is screened against the
         # method's contract (pollen.server.inbound); strategies only ever see conforming replies.
         decoded, dropped = decode_replies(messages, replies, max_bytes=self._max_payload_bytes,
                                           codec=self._codec)
         screened = self.screen.screen(messages, decoded)
-        self._ledger.dropped(len(dropped) + len(decoded) - len(screened))
+        self._ledger.dropped(len(refused) + len(dropped) + len(decoded) - len(screened))
         return sorted(screened, key=arrival_independent_order)
 
     def _account(self, messages: list[Message], replies: list[Message]) -> None:

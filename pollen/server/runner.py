@@ -170,7 +170,8 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
     own_attack = side.attack_grid(grid)
     served: Grid = MeteredGrid(own_attack if own_attack is not None else grid, ledger,
                                max_payload_bytes=cfg.compression.max_payload_bytes,
-                               codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg))
+                               codec=cfg.compression.codec, screen=ReplyScreen.for_run(cfg),
+                               downlink=side.downlink())
     if own_attack is None and cfg.attack.name:  # robustness studies: attackers play on the real replies
         served = AttackGrid(served, cfg)
     t0 = time.monotonic()

@@ -19,6 +19,7 @@ from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
 from pollen.data.clients import partition_sizes as client_partition_sizes
+from pollen.errors import ConfigError
 from pollen.protocol.contracts import Contracts
 
 # (instruction, node context, run config, partition id, number of partitions) -> reply content
@@ -46,6 +47,8 @@ class ServerSide:
     resumable: bool = False
     # From round 2 on, sample whoever is still alive instead of waiting for every node.
     tolerate_dropouts: bool = False
+    # `compression.codec_down` works with this method (see `downlink`).
+    supports_codec_down: bool = False
 
     def __init__(self, cfg: PollenConfig) -> None:
         self.cfg = cfg
@@ -59,6 +62,16 @@ class ServerSide:
 
     def train_config(self) -> ConfigRecord:
         return ConfigRecord()
+
+    def downlink(self) -> Any | None:
+        """The method's down-link compression layer for `MeteredGrid` (None: states go in full).
+
+        A method that has one sets `supports_codec_down`; the others refuse `compression.codec_down`.
+        """
+        if self.cfg.compression.codec_down.strip().lower() not in ("", "none"):
+            raise ConfigError(f"compression.codec_down: strategy {self.cfg.strategy.name!r} has no "
+                              "compressed down-link (only the PEFT family does); leave it empty")
+        return None
 
     def attack_grid(self, grid: Grid) -> Grid | None:
         """A method-specific attack wrapper placed *inside* metering; None: the shared update attacks."""

@@ -13,6 +13,7 @@ from pollen.models.train import train_steps
 from pollen.protocol.identity import IDENTITY_KEY, identity_record
 from pollen.protocol.records import UPDATE_KEY, from_arrays, to_arrays
 from pollen.protocol.seeding import batch_seed, torch_seed
+from pollen.strategies.fedpeft import downlink
 from pollen.strategies.fedpeft.runtime import client_data, runtime
 
 
@@ -21,7 +22,13 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
     torch.manual_seed(torch_seed(cfg.run.seed, server_round, pid))
     rt = runtime(cfg)
     data = client_data(cfg, pid, n_parts)
-    global_state = from_arrays(msg.content["arrays"])
+    report = None
+    if downlink.DOWNLINK_KEY in msg.content:  # compressed down-link: this node keeps the state
+        global_state, report = downlink.receive(
+            msg.content, context, rt.initial_state, codec_down=cfg.compression.codec_down,
+            max_bytes=cfg.compression.max_payload_bytes, history=cfg.compression.down_history)
+    else:
+        global_state = from_arrays(msg.content["arrays"])
     load_trainable_state(rt.model, global_state)
     stream = batches(data, cfg.train.batch_size, rt.pad_id, steps=cfg.train.local_steps,
                      seed=batch_seed(cfg.run.seed, server_round, pid))
@@ -31,7 +38,11 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
     local = trainable_state(rt.model)
     # The identity record lets simulation tooling (AttackGrid) map node id -> partition.
     if uses_codec(cfg):
-        return RecordDict({UPDATE_KEY: compress_update(cfg, context, global_state, local),
-                           "metrics": metrics, IDENTITY_KEY: identity_record(pid)})
-    return RecordDict({"arrays": to_arrays(local), "metrics": metrics,
-                       IDENTITY_KEY: identity_record(pid)})
+        reply = RecordDict({UPDATE_KEY: compress_update(cfg, context, global_state, local),
+                            "metrics": metrics, IDENTITY_KEY: identity_record(pid)})
+    else:
+        reply = RecordDict({"arrays": to_arrays(local), "metrics": metrics,
+                            IDENTITY_KEY: identity_record(pid)})
+    if report is not None:  # which version this update starts from (the server checks it)
+        reply[downlink.DOWNLINK_KEY] = report
+    return reply

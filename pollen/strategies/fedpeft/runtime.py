@@ -29,13 +29,17 @@ class Runtime:
     tokenizer: Any
     task: str
     data: FederatedData
+    # The trainable tensors right after PEFT wrapping: deterministic from (model, PEFT config, seed).
+    # A snapshot, because training in this process changes the model (a simulation worker serves
+    # many clients); the down-link lets clients build it instead of receiving it.
+    initial: dict[str, np.ndarray]
 
     @property
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
     def initial_state(self) -> dict[str, np.ndarray]:
-        return trainable_state(self.model)
+        return {k: v.copy() for k, v in self.initial.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,7 +50,8 @@ def _runtime(cfg_json: str) -> Runtime:
                     seed=cfg.run.seed)
     torch.manual_seed(cfg.run.seed)  # identical PEFT init on every party
     model = apply_peft(lm.model, cfg.model, lm.task)
-    return Runtime(cfg=cfg, model=model, tokenizer=lm.tokenizer, task=lm.task, data=data)
+    return Runtime(cfg=cfg, model=model, tokenizer=lm.tokenizer, task=lm.task, data=data,
+                   initial=trainable_state(model))
 
 
 def runtime(cfg: PollenConfig) -> Runtime:

@@ -13,7 +13,9 @@ from pollen.data.tokenize import batches
 from pollen.models.peft_methods import load_trainable_state
 from pollen.models.train import evaluate
 from pollen.protocol.records import from_arrays, to_arrays
+from pollen.strategies.fedpeft import downlink
 from pollen.strategies.fedpeft.artifacts import save_final
+from pollen.strategies.fedpeft.downlink import DownlinkServer
 from pollen.strategies.fedpeft.runtime import eval_data, runtime
 from pollen.strategies.method import ServerSide
 
@@ -23,6 +25,7 @@ class PeftServer(ServerSide):
 
     resumable = True
     tolerate_dropouts = True
+    supports_codec_down = True
 
     def __init__(self, cfg: PollenConfig) -> None:
         super().__init__(cfg)
@@ -35,6 +38,13 @@ class PeftServer(ServerSide):
 
     def initial_arrays(self, strategy: Strategy) -> ArrayRecord:
         return to_arrays(self.initial)
+
+    def downlink(self) -> DownlinkServer | None:
+        """Compressed deltas to clients that keep the global state (compression.codec_down)."""
+        c = self.cfg.compression
+        if not downlink.enabled(c.codec_down):
+            return None
+        return DownlinkServer(c.codec_down, self.initial, history=c.down_history)
 
     def train_config(self) -> ConfigRecord:
         return ConfigRecord({"lr": self.cfg.train.lr, "local-steps": self.cfg.train.local_steps})

@@ -191,9 +191,8 @@ class DownlinkServer:
     # -- the grid hooks ------------------------------------------------------------------------
     def outbound(self, messages: list[Message]) -> None:
         """Swap the global `arrays` of train messages for each node's down-link bytes (in place)."""
-        from pollen.server.inbound import is_train
-
-        train = [m for m in messages if is_train(m) and m.has_content() and "arrays" in m.content]
+        train = [m for m in messages if m.metadata.message_type.split(".", 1)[0] == "train"
+                 and m.has_content() and "arrays" in m.content]
         if not train:
             return
         record = train[0].content["arrays"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
@@ -32,6 +33,7 @@ class PeftServer(ServerSide):
         self.rt = runtime(cfg)
         self.initial = self.rt.initial_state()
         self.eval_set = eval_data(cfg)
+        self._down: DownlinkServer | None = None
 
     def tensor_names(self) -> list[str]:
         return list(self.initial)
@@ -44,13 +46,29 @@ class PeftServer(ServerSide):
         c = self.cfg.compression
         if not downlink.enabled(c.codec_down):
             return None
-        return DownlinkServer(c.codec_down, self.initial, history=c.down_history)
+        self._down = DownlinkServer(c.codec_down, self.initial, history=c.down_history)
+        return self._down
 
     def train_config(self) -> ConfigRecord:
         return ConfigRecord({"lr": self.cfg.train.lr, "local-steps": self.cfg.train.local_steps})
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
-        load_trainable_state(self.rt.model, from_arrays(arrays))
+        """The server's global x_t; with a compressed down-link also the reference x̂_t that clients
+        reconstruct and train the next round from (`down_eval_*`), and how far apart the two are
+        (`down_gap` = ||x_t − x̂_t|| / ||x_t − x_0||)."""
+        state = from_arrays(arrays)
+        metrics = self._evaluate(state)
+        if self._down is not None:
+            self._down.advance(state)  # what the next round sends; that send reuses it
+            assert self._down.ref is not None
+            metrics.update({f"down_{k}": v for k, v in self._evaluate(self._down.ref).items()})
+            moved = float(np.sqrt(sum(float(((state[k].astype(np.float64) - v) ** 2).sum())
+                                      for k, v in self.initial.items() if k in state)))
+            metrics["down_gap"] = self._down.residual_norm() / moved if moved > 0 else 0.0
+        return metrics
+
+    def _evaluate(self, state: dict[str, np.ndarray]) -> dict[str, float]:
+        load_trainable_state(self.rt.model, state)
         res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
                        self.rt.task)
         return res.metrics()

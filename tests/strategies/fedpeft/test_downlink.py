@@ -14,7 +14,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from pollen.compression import Codec
+from pollen.compression import Codec, decode_update
 from pollen.compression._proto.pollen.v1 import downlink_pb2 as pb
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, PayloadError
@@ -289,13 +289,16 @@ def test_a_real_run_sends_few_bytes_down_and_clients_hold_the_reference(
     assert rows[1]["bytes_down"] < 3 * 500, rows  # round 1: fingerprints and the train config
     for r in rows[2:]:  # rounds 2, 3: one ternary delta each, far below 3 full states
         assert r["bytes_down"] < 3 * full / 4, (full, rows)
-    # after round 3 every client holds the reference it trained round 3 from (version 2)
-    assert srv.version == 2 and {c.version for c in held["clients"]} == {2}
+    # every client holds the reference it trained round 3 from (version 2); the server's reference
+    # after round 3 (version 3, evaluated as down_eval_loss) is that plus the logged delta
+    assert srv.version == 3 and {c.version for c in held["clients"]} == {2}
+    last = decode_update(srv.log[-1].blob, {k: (v.shape, "float32") for k, v in srv.ref.items()})
     for c in held["clients"]:
         assert c.fp == srv.fps[2]
         for k, v in srv.ref.items():
-            np.testing.assert_array_equal(c.state[k], v)
-    assert all(np.isfinite(r["eval_loss"]) for r in rows)
+            np.testing.assert_array_equal(c.state[k] + last[k], v)
+    assert all(np.isfinite(r["eval_loss"]) and np.isfinite(r["down_eval_loss"]) for r in rows)
+    assert rows[0]["down_gap"] == 0 and all(0 < r["down_gap"] < 1 for r in rows[1:]), rows
 
 
 @pytest.fixture(scope="module")

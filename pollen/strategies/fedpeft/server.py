@@ -61,7 +61,9 @@ class PeftServer(ServerSide):
         if self._down is not None:
             self._down.advance(state)  # what the next round sends; that send reuses it
             assert self._down.ref is not None
-            metrics.update({f"down_{k}": v for k, v in self._evaluate(self._down.ref).items()})
+            same = self._down.residual_norm() == 0.0  # e.g. round 0: nothing to evaluate twice
+            ref_metrics = dict(metrics) if same else self._evaluate(self._down.ref)
+            metrics.update({f"down_{k}": v for k, v in ref_metrics.items()})
             moved = float(np.sqrt(sum(float(((state[k].astype(np.float64) - v) ** 2).sum())
                                       for k, v in self.initial.items() if k in state)))
             metrics["down_gap"] = self._down.residual_norm() / moved if moved > 0 else 0.0

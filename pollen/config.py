@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import tomli_w
 
-from pollen.errors import ConfigError
+from pollen.errors import ConfigError, did_you_mean
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -319,11 +319,18 @@ def _explicit_keys(path: str | Path | None, overrides: dict[str, Any] | None) ->
 def apply_section(cfg: PollenConfig, section: str, values: Any) -> None:
     if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
         names = [f.name for f in dataclasses.fields(cfg)]
-        raise ConfigError(f"unknown config section [{section}]; sections are: {', '.join(names)}")
+        raise ConfigError(f"unknown config section [{section}]{did_you_mean(section, names)}; "
+                          f"sections are: {', '.join(names)}")
     if not isinstance(values, dict):
         raise ConfigError(f"config section [{section}] must be a table")
     for key, value in values.items():
         set_key(cfg, f"{section}.{key}", value)
+
+
+def all_keys(cfg: PollenConfig) -> list[str]:
+    """Every dotted key, in declaration order (what `pollen config` lists)."""
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, s.name))]
 
 
 def set_key(cfg: PollenConfig, dotted: str, value: Any) -> None:
@@ -331,11 +338,13 @@ def set_key(cfg: PollenConfig, dotted: str, value: Any) -> None:
     section, _, key = dotted.partition(".")
     obj = getattr(cfg, section, None)
     if obj is None or not dataclasses.is_dataclass(obj) or not key:
-        raise ConfigError(f"unknown config key {dotted!r}")
+        raise ConfigError(f"unknown config key {dotted!r}{did_you_mean(dotted, all_keys(cfg))}")
     hints = get_type_hints(type(obj))
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(obj))
-        raise ConfigError(f"unknown config key {dotted!r}; [{section}] has: {known}")
+        hint = did_you_mean(dotted, [f"{section}.{k}" for k in hints])
+        raise ConfigError(f"unknown config key {dotted!r}{hint}; "
+                          f"[{section}] has: {known}")
     setattr(obj, key, _coerce(dotted, hints[key], value))
 
 

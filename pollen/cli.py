@@ -143,7 +143,7 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     """List every key (type, value, help) for the given config, or write it as a starter TOML."""
-    from pollen.config_help import describe, starter_toml
+    from pollen.config import describe, starter_toml
 
     cfg = PollenConfig.load(config_path(args), _overrides(args))  # paths as written, not absolute
     if args.write:

@@ -68,8 +68,7 @@ def test_version(capsys):
 
 
 def test_config_lists_every_key_with_help(capsys):
-    from pollen.config import PollenConfig, all_keys
-    from pollen.config_help import HELP
+    from pollen.config import HELP, PollenConfig, all_keys
 
     keys = all_keys(PollenConfig())
     assert set(HELP) == set(keys), "pollen/config_help.py HELP must have exactly one line per key"

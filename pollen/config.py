@@ -227,6 +227,25 @@ class SimulationSection:
 
 
 @dataclass
+class TrackingSection:
+    """Where each round's row goes besides metrics.json (pollen/server/tracking.py)."""
+
+    tensorboard: bool = True
+    mlflow: bool = False
+    # "" = a SQLite store OUT/mlflow.db; or a tracking server / another store URI.
+    mlflow_uri: str = ""
+    wandb: bool = False
+    # MLflow experiment / W&B project name.
+    project: str = "pollen"
+
+    def validate(self) -> None:
+        for key in ("tensorboard", "mlflow", "wandb"):
+            _check(isinstance(getattr(self, key), bool), f"tracking.{key}",
+                   f"must be true or false, got {getattr(self, key)!r}")
+        _check(bool(self.project.strip()), "tracking.project", "must not be empty")
+
+
+@dataclass
 class PollenConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -239,6 +258,7 @@ class PollenConfig:
     frl: FRLSection = field(default_factory=FRLSection)
     attack: AttackSection = field(default_factory=AttackSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
 
     def validate(self) -> PollenConfig:
         for f in dataclasses.fields(self):
@@ -454,6 +474,11 @@ HELP: dict[str, str] = {
     "attack.seed": "seed choosing the attackers",
     "attack.params": "attack-specific parameters as a table",
     "simulation.client_cpus": "CPUs Ray reserves per simulated client",
+    "tracking.tensorboard": "write every round's row as TensorBoard scalars to OUT/tensorboard",
+    "tracking.mlflow": "log params and every round to MLflow (pip install 'pollen-fl[mlflow]')",
+    "tracking.mlflow_uri": 'MLflow tracking URI ("": a SQLite store OUT/mlflow.db, offline)',
+    "tracking.wandb": "log to Weights & Biases, offline in OUT/wandb unless WANDB_MODE says otherwise",
+    "tracking.project": "MLflow experiment / W&B project name",
 }
 
 

@@ -22,6 +22,7 @@ from pollen.deploy.progress import follow, summary
 from pollen.errors import ConfigError
 from pollen.io_utils import check_writable_dir
 from pollen.server.ledger import record_failure
+from pollen.server.tracking import check_trackers
 
 
 def preflight(cfg: PollenConfig) -> None:
@@ -30,6 +31,7 @@ def preflight(cfg: PollenConfig) -> None:
 
     method = method_for(cfg)  # unknown strategy names fail here, listing the choices
     Codec.parse(cfg.compression.codec)
+    check_trackers(cfg)  # a selected MLflow / W&B that is not installed fails now, not after loading
     method.preflight(cfg)
 
 

@@ -33,6 +33,7 @@ from pollen.server.checkpoint import (
 from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves, shortfall
 from pollen.server.metered_grid import MeteredGrid
+from pollen.server.tracking import Trackers
 from pollen.strategies import Method, ServerSide, StrategyContext, build_strategy
 
 log = logging.getLogger("pollen.server")
@@ -152,7 +153,16 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
     """Run `method` for cfg.run.rounds rounds over `grid`; returns the ledger rows and the method's extras."""
     if resume and not method.resumable:
         raise ConfigError(f"--resume: the {method.name!r} method cannot resume yet")
-    ledger = Ledger(out, cfg.run.rounds)
+    trackers = Trackers.for_run(out, cfg)
+    try:
+        return _run(grid, cfg, out, method, Ledger(out, cfg.run.rounds, on_row=trackers.log_row),
+                    resume=resume)
+    finally:
+        trackers.close()
+
+
+def _run(grid: Grid, cfg: PollenConfig, out: Path, method: Method, ledger: Ledger, *,
+         resume: bool) -> dict[str, Any]:
     ledger.phase(0, "loading")
     side = method.server(cfg)
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=side.tensor_names()))

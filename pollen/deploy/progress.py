@@ -160,4 +160,4 @@ def summary(rounds: list[dict[str, Any]], out: Path, console: Console, wall: flo
         if last.get("eval_accuracy") is not None:
             line += f" · accuracy {first['eval_accuracy']:.3f} → {last['eval_accuracy']:.3f}"
         console.print(f"{line} · sent up {human_bytes(up)}, down {human_bytes(down)} · wall {wall:.0f}s")
-    console.print(f"results in {out}: metrics.json, config.toml, adapter/, curves.png")
+    console.print(f"results in {out}: metrics.json, config.toml, adapter/, curves.png, tensorboard/")

@@ -79,7 +79,23 @@ def _status(progress: dict[str, Any] | None, total: int, started: float) -> Text
     width = 24
     filled = int(width * done / max(total, 1))
     bar = "█" * filled + "░" * (width - filled)
-    return Text(f"{bar} round {rnd}/{total} · {phase} · {elapsed:.0f}s", style="bold cyan")
+    line = f"{bar} round {rnd}/{total} · {phase}{clients_progress(progress)} · {elapsed:.0f}s"
+    return Text(line, style="bold cyan")
+
+
+def clients_progress(progress: dict[str, Any], now: float | None = None) -> str:
+    """' · 3/4 clients done · 1 failed · 9:32 left' for the exchange in flight, else ''."""
+    c = progress.get("clients")
+    if not isinstance(c, dict) or not c.get("sent"):
+        return ""
+    out = f" · {c.get('done', 0)}/{c['sent']} clients done"
+    if c.get("failed"):
+        out += f" · {c['failed']} failed"
+    deadline = c.get("deadline")
+    if isinstance(deadline, (int, float)) and c.get("done", 0) + c.get("failed", 0) < c["sent"]:
+        left = max(0, int(deadline - (time.time() if now is None else now)))
+        out += f" · {left // 60}:{left % 60:02d} to round timeout"
+    return out
 
 
 def _ended_early(run: Proc) -> str:

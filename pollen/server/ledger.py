@@ -39,6 +39,7 @@ class Ledger:
         self.out = out
         self.total_rounds = total_rounds
         self.on_row = on_row  # experiment trackers see each row once it is on disk
+        self._phase: tuple[int, str] = (0, "loading")
         self.rounds: list[dict[str, Any]] = []
         self._reset()
 
@@ -68,9 +69,16 @@ class Ledger:
         self._train_loss = train_loss
 
     def phase(self, server_round: int, phase: str, **extra: Any) -> None:
+        self._phase = (server_round, phase)
         atomic_write_json(self.out / PROGRESS_FILE, {
             "round": server_round, "total_rounds": self.total_rounds, "phase": phase,
             "time": time.time(), **{k: _clean(v) for k, v in extra.items()}})
+
+    def live(self, *, kind: str, sent: int, done: int, failed: int, deadline: float | None) -> None:
+        """Clients within the current phase: `sent` work, `done` answered, `failed`; round deadline."""
+        server_round, phase = self._phase
+        self.phase(server_round, phase, clients={"kind": kind, "sent": sent, "done": done,
+                                                 "failed": failed, "deadline": deadline})
 
     def close_round(self, server_round: int, evaluation: dict[str, float]) -> dict[str, Any]:
         row: dict[str, Any] = {

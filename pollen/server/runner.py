@@ -33,6 +33,7 @@ from pollen.server.checkpoint import (
 from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves, shortfall
 from pollen.server.metered_grid import MeteredGrid
+from pollen.server.progress_grid import ProgressGrid
 from pollen.server.tracking import Trackers
 from pollen.strategies import Method, ServerSide, StrategyContext, build_strategy
 
@@ -177,6 +178,7 @@ def _run(grid: Grid, cfg: PollenConfig, out: Path, method: Method, ledger: Ledge
         log.info("resuming after round %d of %d", start, cfg.run.rounds)
         ledger.phase(start + 1, "train", resumed_from=start)
     rounds = Rounds(strategy, side, ledger, cfg, offset=start, tolerate_dropouts=side.tolerate_dropouts)
+    grid = ProgressGrid(grid, ledger)  # innermost: live per-client progress in progress.json
     own_attack = side.attack_grid(grid)
     served: Grid = MeteredGrid(own_attack if own_attack is not None else grid, ledger,
                                max_payload_bytes=cfg.compression.max_payload_bytes,

@@ -1,4 +1,4 @@
-"""`pollen simulate | server | client | config | certs | app-hash | deploy local`: parse, build the config, call."""
+"""`pollen simulate | server | client | config | generate | eval | export | certs | app-hash | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -166,6 +166,55 @@ def cmd_config(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace, console: Console) -> int:
+    """Talk to a run's model: one answer with --prompt, else a chat on stdin (empty line or EOF ends)."""
+    from pollen.models.finetuned import generate, load_run
+
+    ft = load_run(Path(str(absolute(args.run))))
+    if args.prompt is not None:
+        print(generate(ft, args.prompt, max_new_tokens=args.max_new_tokens))
+        return 0
+    history: list[dict[str, str]] = []
+    console.print(f"chatting with {escape(str(ft.run))} ({ft.kind}); empty line or Ctrl-D ends",
+                  style="dim", highlight=False)
+    while True:
+        try:
+            prompt = input("you> ").strip()
+        except EOFError:
+            break
+        if not prompt:
+            break
+        answer = generate(ft, prompt, max_new_tokens=args.max_new_tokens,
+                          history=history if args.keep_history else None)
+        print(f"model> {answer}")
+        history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from pollen.models.finetuned import evaluate_run, load_run
+
+    ft = load_run(Path(str(absolute(args.run))))
+    dataset = args.dataset
+    if dataset is not None and Path(dataset).suffix in _DATA_FILES:
+        dataset = absolute(dataset)
+    print(json.dumps(evaluate_run(ft, dataset), sort_keys=True))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from pollen.models.finetuned import export, load_run
+
+    ft = load_run(Path(str(absolute(args.run))))
+    out = export(ft, Path(str(absolute(args.out))), merge=args.merge, overwrite=args.overwrite)
+    what = "merged model" if args.merge or ft.kind != "adapter" else "adapter"
+    console.print(f"wrote the {what} with its tokenizer and model card to {out}", markup=False,
+                  highlight=False)
+    return 0
+
+
 def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
     from pollen.deploy.app_bundle import bundle_hash
 
@@ -270,6 +319,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "commented TOML to FILE")
     conf.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     conf.set_defaults(func=cmd_config)
+
+    gen = sub.add_parser("generate", help="complete or chat with a finished run's model")
+    gen.add_argument("--run", required=True, help="the run's output directory (its --out)")
+    gen.add_argument("--prompt", help="one prompt; without it, an interactive chat on stdin")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens")
+    gen.add_argument("--keep-history", action="store_true",
+                     help="interactive: send earlier turns with each prompt")
+    gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("eval", help="held-out loss/accuracy of a finished run's model (JSON on stdout)")
+    ev.add_argument("--run", required=True, help="the run's output directory (its --out)")
+    ev.add_argument("--dataset", help="another dataset's held-out split (default: the run's own)")
+    ev.set_defaults(func=cmd_eval)
+
+    exp = sub.add_parser("export", help="a standalone Hugging Face directory from a finished run")
+    exp.add_argument("--run", required=True, help="the run's output directory (its --out)")
+    exp.add_argument("--out", required=True, help="directory to write")
+    exp.add_argument("--merge", action="store_true",
+                     help="fold the adapter into the base weights: a full model, no peft needed")
+    exp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    exp.set_defaults(func=cmd_export)
 
     ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
                                          "`pollen client` trusts by default")

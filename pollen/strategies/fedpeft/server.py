@@ -48,5 +48,5 @@ class PeftServer(ServerSide):
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:
         load_trainable_state(self.rt.model, from_arrays(arrays))
-        save_final(self.rt, out)
+        save_final(self.rt, out, rows)
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from pollen.config import PollenConfig
 from pollen.errors import PollenError
-from pollen.protocol.records import OUT_KEY, RESUME_KEY, config_from_context
+from pollen.protocol.records import CONFIG_KEY, OUT_KEY, RESUME_KEY, config_from_context
+from pollen.protocol.run_config import prepare_out
 from pollen.server.ledger import record_failure
 from pollen.server.runner import run_rounds
 from pollen.strategies import method_for
@@ -27,9 +29,15 @@ def run_server(grid: Grid, cfg: PollenConfig, out: Path, *, resume: bool = False
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    out = Path(str(context.run_config.get(OUT_KEY, "runs/latest")))
+    cfg = None
+    if not context.run_config.get(CONFIG_KEY):  # `flwr run .`: dotted keys, OUT = run.out made absolute
+        cfg = config_from_context(context)  # a bad key or value: one ConfigError, before any file
+        out = prepare_out(cfg)
+        logging.getLogger("pollen.server").info("pollen: writing this run to %s", out)
+    else:
+        out = Path(str(context.run_config.get(OUT_KEY, "runs/latest")))
     try:
-        run_server(grid, config_from_context(context), out,
+        run_server(grid, cfg or config_from_context(context), out,
                    resume=bool(context.run_config.get(RESUME_KEY, False)))
     except PollenError as e:
         record_failure(out, str(e))

@@ -121,6 +121,27 @@ def prepare_out(cfg: PollenConfig, env: Mapping[str, str] | None = None) -> Path
     return out
 
 
+def match_supernodes(cfg: PollenConfig, run_config: Mapping[str, Any], nodes: int) -> str | None:
+    """`flwr run` sets the federation's size outside Pollen (`num-supernodes`, or the SuperNodes
+    that connected), and each simulated client reads its partition count from its node config. So
+    a `federation.clients` left at its default follows the connected nodes; an explicit one that
+    more nodes than connected must reach gets a hint (the server waits for them). Returns the line
+    to log, if any."""
+    clients = cfg.federation.clients
+    if nodes < 1 or nodes == clients:
+        return None
+    if run_config.get("federation.clients", clients) == run_config_table()["federation.clients"]:
+        cfg.federation.clients = nodes
+        cfg.federation.min_clients = min(cfg.federation.min_clients, nodes)
+        return (f"pollen: federation.clients = {nodes}, the SuperNodes connected (set "
+                f"federation.clients to wait for more)")
+    if nodes < clients:
+        return (f"pollen: federation.clients = {clients} but {nodes} SuperNodes are connected; the "
+                f"server waits for the rest (a local simulation needs --federation-config "
+                f"\"num-supernodes={clients}\")")
+    return None
+
+
 # -- the pyproject.toml table -------------------------------------------------------------------
 def _toml_value(value: FlowerValue) -> str:
     if isinstance(value, bool):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import logging
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from pollen.config import PollenConfig
 from pollen.errors import PollenError
 from pollen.protocol.records import CONFIG_KEY, OUT_KEY, RESUME_KEY, config_from_context
-from pollen.protocol.run_config import prepare_out
+from pollen.protocol.run_config import match_supernodes, prepare_out
 from pollen.server.ledger import record_failure
 from pollen.server.runner import run_rounds
 from pollen.strategies import method_for
@@ -32,8 +33,11 @@ def main(grid: Grid, context: Context) -> None:
     cfg = None
     if not context.run_config.get(CONFIG_KEY):  # `flwr run .`: dotted keys, OUT = run.out made absolute
         cfg = config_from_context(context)  # a bad key or value: one ConfigError, before any file
+        note = match_supernodes(cfg, context.run_config, len(list(grid.get_node_ids())))
         out = prepare_out(cfg)
-        logging.getLogger("pollen.server").info("pollen: writing this run to %s", out)
+        for line in (note, f"pollen: writing this run to {out}"):
+            if line:
+                log(INFO, "%s", line)
     else:
         out = Path(str(context.run_config.get(OUT_KEY, "runs/latest")))
     try:

@@ -147,3 +147,41 @@ def test_the_fab_ships_the_package_and_stays_small() -> None:
     assert {n for n in names if not n.startswith("pollen/")} == {"pyproject.toml", ".info/CONTENT"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert len(fab) < 2 * 1024 * 1024, len(fab)
+
+
+def test_default_clients_follow_the_connected_supernodes() -> None:
+    from pollen.protocol.run_config import match_supernodes
+
+    rc = flower_defaults()
+    cfg = config_from_run_config(rc)
+    assert "federation.clients = 2, the SuperNodes connected" in match_supernodes(cfg, rc, 2)
+    assert cfg.federation.clients == 2
+    rc = flower_defaults() | {"federation.clients": 8}
+    cfg = config_from_run_config(rc)
+    assert 'num-supernodes=8' in match_supernodes(cfg, rc, 4) and cfg.federation.clients == 8
+    assert match_supernodes(cfg, rc, 8) is None
+
+
+def test_server_main_runs_a_dotted_run_config_in_process(tmp_path: Path, tiny_model_dir: Path,
+                                                         tiny_data: Path, monkeypatch) -> None:
+    """The ServerApp's `flwr run` door end to end, with the ClientApp answering in-process."""
+    import torch
+
+    import pollen.client.app as client_app
+    import pollen.server.app as server_app
+    from pollen.protocol.grid import InProcessGrid
+
+    torch.set_num_threads(1)
+    rc = flower_defaults() | {
+        "run.rounds": 1, "run.out": "dotted", "model.name": str(tiny_model_dir), "model.max_length": 24,
+        "data.name": str(tiny_data), "data.eval_size": 6, "data.partition": "iid",
+        "train.local_steps": 1, "train.batch_size": 2, "train.lr": 0.01, "tracking.tensorboard": False}
+    grid = InProcessGrid(2, client_app.train, rc)  # 2 nodes; federation.clients left at its default
+    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc)
+    monkeypatch.setenv("POLLEN_HOME", str(tmp_path))  # the relative run.out goes under it
+    server_app.main(grid, ctx)
+    out = tmp_path / "dotted"
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["clients"] == 2
+    saved = PollenConfig.load(out / "config.toml")
+    assert saved.run.out == str(out) and saved.federation.clients == 2 and saved.train.lr == 0.01

@@ -169,7 +169,7 @@ def pyproject_table_text(cfg: PollenConfig | None = None) -> str:
 def rewrite_pyproject(text: str) -> str:
     """`text` with its generated run-config block replaced (or appended)."""
     block = pyproject_table_text()
-    pattern = re.compile(re.escape(TABLE_BEGIN) + r".*?" + re.escape(TABLE_END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(TABLE_BEGIN) + r".*?" + re.escape(TABLE_END) + r"\n?", re.DOTALL)
     if pattern.search(text):
         return pattern.sub(lambda _m: block, text)
     return text.rstrip("\n") + "\n\n" + block

@@ -44,7 +44,7 @@ def local_superlink(home: Path, env: dict[str, str]):
 
 
 def flwr(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([flwr_executable("flwr"), *args], cwd=ROOT, env=env, text=True,
+    return subprocess.run([flwr_executable("flwr"), *args], check=False, cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=timeout)
 
 

@@ -40,10 +40,11 @@ def flower_defaults() -> dict:
 def test_pyproject_table_equals_the_dataclass_defaults() -> None:
     # Fails when a config key is added, renamed or changes its default without regenerating:
     #   python -m pollen.protocol.run_config --write pyproject.toml
-    assert flower_defaults() == run_config_table()
-    assert list(flower_defaults()) == all_keys(PollenConfig())
+    again = "regenerate: python -m pollen.protocol.run_config --write pyproject.toml"
+    assert flower_defaults() == run_config_table(), again
+    assert list(flower_defaults()) == all_keys(PollenConfig()), again
     text = (ROOT / "pyproject.toml").read_text()
-    assert rewrite_pyproject(text) == text  # the generated block is exactly what the generator writes
+    assert rewrite_pyproject(text) == text, again  # the block is exactly what the generator writes
 
 
 def test_pyproject_names_pollens_components() -> None:

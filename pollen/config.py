@@ -71,8 +71,10 @@ class DataSection:
     max_client_examples: int = 0
 
     def validate(self) -> None:
-        _check(self.partition in ("auto", "iid", "dirichlet", "natural"), "data.partition",
-               f"must be auto, iid, dirichlet or natural, got {self.partition!r}")
+        _check(self.partition in ("auto", "iid", "dirichlet", "natural")
+               or self.partition.startswith("flwr-"), "data.partition",
+               f"must be auto, iid, dirichlet, natural or a Flower Datasets partitioner "
+               f"(flwr-iid, flwr-dirichlet, flwr-natural, ...), got {self.partition!r}")
         _check(self.alpha > 0, "data.alpha", f"must be > 0, got {self.alpha}")
         _check(self.eval_size >= 1, "data.eval_size", "must be >= 1")
         _check(self.max_client_examples >= 0, "data.max_client_examples", "must be >= 0")
@@ -430,7 +432,9 @@ HELP: dict[str, str] = {
     "model.prompt_tokens": "virtual tokens for prompt tuning",
     "model.max_length": "tokens per example after truncation",
     "data.name": "registered dataset, a local .json/.jsonl/.csv file, or hf:NAME[:split]",
-    "data.partition": "auto, iid, dirichlet or natural (auto: natural where the data has categories)",
+    "data.partition": "auto, iid, dirichlet, natural (auto: natural where the data has categories), or "
+                      "flwr-iid, flwr-dirichlet, flwr-natural, flwr-pathological, flwr-shard, "
+                      "flwr-linear, flwr-square, flwr-exponential (Flower Datasets)",
     "data.alpha": "Dirichlet concentration (smaller: more skewed clients)",
     "data.eval_size": "held-out examples the server evaluates the global model on",
     "data.max_client_examples": "cap on training examples per simulated client (0: no cap)",
@@ -442,7 +446,8 @@ HELP: dict[str, str] = {
     "train.batch_size": "local batch size",
     "train.lr": "local learning rate",
     "train.weight_decay": "local AdamW weight decay",
-    "strategy.name": "aggregation strategy: fedpeft, fedkseed, fedkseed-pro, flag, frl or a Flower baseline",
+    "strategy.name": "fedpeft, fedkseed, fedkseed-pro, flag, frl, a Flower baseline, or module:factory "
+                     "(your own Flower strategy, docs/plugins.md)",
     "strategy.lora_aggregation": "how LoRA factors are merged (see docs/strategies)",
     "strategy.params": "strategy-specific extras as a table, validated by the strategy",
     "compression.codec": 'client update codec chain, e.g. "ternary:0.9:tensor > zstd" ("": raw fp32)',

@@ -63,8 +63,9 @@ def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "progress.json", "curves.png"):
         (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "logs", ignore_errors=True)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    # A previous run's results must not pass for this run's (a failed run leaves none).
+    for stale_dir in ("logs", CHECKPOINT_DIR, "rounds", "tensorboard", "adapter", "model"):
+        shutil.rmtree(out / stale_dir, ignore_errors=True)
     cfg.save(out / "config.toml")
     return out
 

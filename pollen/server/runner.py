@@ -125,6 +125,8 @@ class Evaluation:
         if self.checkpoint:
             save_checkpoint(self.out, self.cfg, server_round, from_arrays(arrays), self.ledger.rounds,
                             self.strategy)
+        if server_round > 0:
+            self.side.save_round(self.out, server_round, arrays)
         return MetricRecord(metrics)
 
 

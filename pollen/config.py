@@ -225,11 +225,12 @@ class AttackSection:
 
 @dataclass
 class SimulationSection:
-    # CPUs Ray reserves per client; 2 on a 2-core machine runs one client at a time.
-    client_cpus: float = 2.0
+    # CPUs Ray reserves per client (= its torch threads); 0: sized from the machine so clients
+    # train concurrently whenever memory allows (pollen/deploy/simulate.py plan_actors).
+    client_cpus: float = 0.0
 
     def validate(self) -> None:
-        _check(self.client_cpus > 0, "simulation.client_cpus", "must be > 0")
+        _check(self.client_cpus >= 0, "simulation.client_cpus", "must be >= 0 (0: auto)")
 
 
 @dataclass
@@ -483,7 +484,7 @@ HELP: dict[str, str] = {
     "attack.fraction": "fraction of clients that attack, in [0, 1)",
     "attack.seed": "seed choosing the attackers",
     "attack.params": "attack-specific parameters as a table",
-    "simulation.client_cpus": "CPUs Ray reserves per simulated client",
+    "simulation.client_cpus": "CPUs (torch threads) per simulated client; 0: sized from cores and memory",
     "tracking.tensorboard": "write every round's row as TensorBoard scalars to OUT/tensorboard",
     "tracking.mlflow": "log params and every round to MLflow (pip install 'pollen-fl[mlflow]')",
     "tracking.mlflow_uri": 'MLflow tracking URI ("": a SQLite store OUT/mlflow.db, offline)',

@@ -73,16 +73,11 @@ def model_bytes(cfg: PollenConfig) -> int:
     from pollen.models.registry import MODELS
 
     try:
-        if cfg.model.name in MODELS:
-            path = Path(MODELS.get(cfg.model.name).locate())
-        else:
-            path = Path(cfg.model.name)
+        path = Path(MODELS.get(cfg.model.name).locate()) if cfg.model.name in MODELS else Path(cfg.model.name)
         files = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) if path.is_dir() else []
-        if files:
-            return sum(f.stat().st_size for f in files)
     except Exception:  # noqa: BLE001 - an estimate; the preflight reports real load errors
-        pass
-    return GB // 2
+        files = []
+    return sum(f.stat().st_size for f in files) if files else GB // 2
 
 
 def _num(v: float) -> int | float:

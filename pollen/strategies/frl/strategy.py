@@ -30,7 +30,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pollen.errors import PayloadError
+from pollen.errors import ConfigError, ModelError, PayloadError
 from pollen.strategies.frl.config import FRLParams
 from pollen.strategies.frl.core import FRLServerState
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings, encode_rankings
@@ -73,6 +73,31 @@ class FRLStrategy(Strategy):
         rankings = {k: torch.from_numpy(np.asarray(arrays[k].numpy(), dtype=np.int64))
                     for k in self.state.shapes}
         self.state = FRLServerState(self.state.shapes, self.state.sorted_scores, rankings)
+
+    # -- checkpoint (pollen/server/checkpoint.py) -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The vote state: per layer its shape, the fixed score multiset and the global ranking.
+
+        Nothing else needs saving: node sampling, the round's lr and the clients' seeds are functions
+        of (run.seed, round), and the runner checkpoints the round and the global RNGs itself.
+        """
+        return {**self.state.state_dict(), "weighted": self.weighted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; a score multiset other than this run's (another seed or model) is refused."""
+        state = dict(state)
+        if bool(state.pop("weighted", self.weighted)) != self.weighted:
+            raise ConfigError("--resume: the checkpoint's FRL vote weighting differs from this run's")
+        restored = FRLServerState(self.state.shapes, self.state.sorted_scores, self.state.rankings)
+        try:
+            restored.load_state_dict(state)
+        except ModelError as e:
+            raise ConfigError(f"--resume: {e}") from None
+        for k, s in restored.sorted_scores.items():
+            if not torch.equal(s.to(self.state.sorted_scores[k].dtype), self.state.sorted_scores[k]):
+                raise ConfigError(f"--resume: the checkpoint's score multiset of layer {k!r} is not the "
+                                  "one this run's seed and model give")
+        self.state = restored
 
     def round_lr(self, server_round: int) -> float:
         """Reference schedule lr·decay^e with e counted from 0 (Flower round 1 → e = 0)."""

@@ -2,9 +2,9 @@
 
 The ArrayRecord that Flower's `Strategy.start` threads through the rounds holds the global ranking per
 layer (int64 edge ids, least to most important); it never travels. What travels is the compact
-`frl/wire.py` encoding (⌈log₂ n⌉ bits per edge) as bytes in a ConfigRecord, both ways. Clients rebuild the
-global scores exactly from it and the seed-derived score multiset. Every reply is untrusted: a ranking
-that does not decode to valid permutations of the right sizes is logged and left out of the vote, and
+`frl/wire.py` encoding (⌈log₂ n⌉ bits per edge; pollen.v1 GlobalRanking down, ClientRanking up) as
+bytes in a ConfigRecord. Clients rebuild the global scores exactly from it and the seed-derived score
+multiset. Every reply is untrusted: a ranking that does not decode to valid permutations of the right sizes is logged and left out of the vote, and
 the round completes with the rest (with none left, the global ranking stays as it was).
 """
 
@@ -126,7 +126,8 @@ class FRLStrategy(Strategy):
         conf["server-round"] = server_round
         conf["lr"] = self.round_lr(server_round)
         conf["local-epochs"] = self.local_epochs
-        content = RecordDict({RECORD: ConfigRecord({RANKING: encode_rankings(self.state.rankings)}),
+        down = encode_rankings(self.state.rankings, "down")
+        content = RecordDict({RECORD: ConfigRecord({RANKING: down}),
                               "config": conf})
         return [Message(content=content, message_type=MessageType.TRAIN, dst_node_id=n)
                 for n in self._sample(grid, server_round)]

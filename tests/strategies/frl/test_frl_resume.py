@@ -49,11 +49,11 @@ def test_checkpoint_round_trips_the_global_ranking(tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path, _cfg())
     restore_strategy(after, ckpt)
     assert ckpt.round == 2
-    for k in arrays:
+    for k, ranking in arrays.items():
         assert torch.equal(after.state.rankings[k], before.state.rankings[k])
         assert after.state.rankings[k].dtype == torch.int64
         assert torch.equal(after.state.sorted_scores[k], before.state.sorted_scores[k])
-        np.testing.assert_array_equal(ckpt.arrays[k], arrays[k])
+        np.testing.assert_array_equal(ckpt.arrays[k], ranking)
     for k, v in before.state.global_scores().items():
         assert torch.equal(after.state.global_scores()[k], v)
 

@@ -4,8 +4,8 @@ Why it is built this way:
 - Every subspace the IRLS visits is a weighted flag mean of the clients' unit vectors (and their
   pairwise differences), so it lies in span{x_i}: Y = X A with an n×r coefficient matrix A. The whole
   solve therefore runs on the n×n Gram matrix (float64, CPU, tiny) and n×m coefficients; only the Gram
-  (one O(n²d) pass, chunked so no second d×n copy exists: float32 GEMM blocks summed in float64, upper
-  tiles only) and the final lift (O(nd)) touch the updates.
+  (one O(n²d) pass, chunked so no second d×n copy exists: float32 GEMM blocks summed in float64,
+  one triangle only) and the final lift (O(nd)) touch the updates.
 - Each weighted flag mean is the Gram shortcut of spec §4.3: top eigenpairs of CᵀC for C = X F, lifted
   as A = F V Σ⁻¹. The pairwise λ columns x_i−x_j are never formed: their scatter
   Σ_{i≠j} c_ij (x_i−x_j)(x_i−x_j)ᵀ = X·2L(c)·Xᵀ with L the graph Laplacian of c, so F = M^{1/2}.

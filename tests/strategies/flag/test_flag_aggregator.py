@@ -223,18 +223,24 @@ def test_cuda_matches_cpu():
 
 
 def test_float32_gram_blocks_match_float64_to_1e6():
-    """float32 GEMM blocks summed in float64, on shapes that exercise the row tiles and ragged blocks."""
+    """float32 GEMM blocks summed in float64, with a ragged last block; also a non-contiguous and a float16 input."""
     gen = torch.Generator().manual_seed(4)
     for n, d in ((3, 5000), (70, 20_011)):
         x = torch.randn(n, d, generator=gen) * torch.rand(n, 1, generator=gen)
         exact = x.double() @ x.double().T
         g32 = gram_matrix(x, blocks="float32")
-        assert g32.dtype == torch.float64 and torch.equal(g32, g32.T)  # mirrored tiles
+        assert g32.dtype == torch.float64 and torch.equal(g32, g32.T)  # syrk fills one triangle, mirrored
         scale = exact.diagonal().sqrt()
         rel = ((g32 - exact).abs() / (scale[:, None] * scale[None, :])).max()
         assert 0 < rel < 1e-6  # really float32 arithmetic, really accumulated well
     x64 = x.double()
     assert torch.equal(gram_matrix(x64, blocks="float32"), gram_matrix(x64))  # float64 stays float64
+    strided = torch.randn(4000, 9, generator=gen).T  # rows 9 × 4000 with column stride 9
+    half = strided.half()
+    for y in (strided, half):
+        exact = y.double() @ y.double().T
+        scale = exact.diagonal().sqrt()
+        assert ((gram_matrix(y, blocks="float32") - exact).abs() / (scale[:, None] * scale)).max() < 1e-6
 
 
 @pytest.mark.parametrize("lam, combine", [(0.0, "unit"), (5.0, "clipped")])

@@ -149,10 +149,10 @@ def decode_rankings(blob: bytes, expected: Mapping[str, int], client: str | int 
     """Parse and validate one ClientRanking ("up") or GlobalRanking ("down"); any defect is a PayloadError.
 
     Memory: the payload length is checked against the size the expected layers encode to (plus a
-    small slack), the protobuf against a field budget (at most one entry per expected layer, no field longer than the
-    largest expected layer), and every layer's length and id width against `expected`, all before a
-    single id is unpacked (in fixed-size chunks). A hostile payload therefore cannot make the receiver
-    allocate more than the expected rankings need.
+    small slack), the protobuf against a field budget (at most one entry per expected layer, no
+    field longer than the largest expected layer), and every layer's length and id width against
+    `expected`, all before a single id is unpacked (in fixed-size chunks). A hostile payload
+    therefore cannot make the receiver allocate more than the expected rankings need.
     """
     what = _WHAT[direction]
 

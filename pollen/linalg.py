@@ -61,8 +61,10 @@ def _gram32(updates: torch.Tensor, cols: int = GRAM_BLOCK32_COLS) -> torch.Tenso
             block = x[:, start : start + cols].to(torch.float32)
             gram += block @ block.T
         return gram.cpu()
+    whole = x.numpy() if x.dtype == torch.float32 else None  # a view: no copy of the updates
     out = np.zeros((n, n), dtype=np.float64)
     for start in range(0, d, cols):
-        block = x[:, start : start + cols].to(torch.float32).numpy()  # a view when already float32
+        block = whole[:, start : start + cols] if whole is not None else \
+            x[:, start : start + cols].to(torch.float32).numpy()
         out += block @ block.T
     return torch.from_numpy(out)

@@ -29,6 +29,8 @@ class RunSection:
     round_timeout: float = 600.0
     # A round that aggregates no client update fails the run unless this is true.
     allow_empty_rounds: bool = False
+    # Evaluate the global model after every k-th round (round 0 included) and the last; 0: the last only.
+    eval_every: int = 1
     # Adapters of the last N rounds in OUT/rounds/, peft format (0: none, -1: every round).
     keep_round_adapters: int = 3
 
@@ -38,6 +40,7 @@ class RunSection:
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
         _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",
                f"must be true or false, got {self.allow_empty_rounds!r}")
+        _check(self.eval_every >= 0, "run.eval_every", f"must be >= 0, got {self.eval_every}")
         _check(self.keep_round_adapters >= -1, "run.keep_round_adapters",
                f"must be -1 (all), 0 (none) or a positive count, got {self.keep_round_adapters}")
 
@@ -428,6 +431,7 @@ HELP: dict[str, str] = {
     "run.rounds": "federated rounds",
     "run.round_timeout": "seconds the server waits for a round's replies before aggregating what arrived",
     "run.allow_empty_rounds": "let a round that aggregates no update pass instead of failing the run",
+    "run.eval_every": "evaluate centrally after every k-th round (0 included) and the last; 0: last only",
     "run.keep_round_adapters": "peft-format adapters of the last N rounds in OUT/rounds/ (0: none, -1: all)",
     "model.name": "registered model name, a local Hugging Face directory, or a hub id",
     "model.peft": "PEFT method: lora, ia3, prompt or bias",

@@ -21,6 +21,7 @@ from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.deploy.progress import follow, summary
 from pollen.errors import ConfigError
 from pollen.io_utils import check_writable_dir
+from pollen.registry import release_process_caches
 from pollen.server.ledger import record_failure
 from pollen.server.tracking import check_trackers
 
@@ -32,7 +33,10 @@ def preflight(cfg: PollenConfig) -> None:
     method = method_for(cfg)  # unknown strategy names fail here, listing the choices
     Codec.parse(cfg.compression.codec)
     check_trackers(cfg)  # a selected MLflow / W&B that is not installed fails now, not after loading
-    method.preflight(cfg)
+    try:
+        method.preflight(cfg)
+    finally:  # the CLI only supervises from here on: no resident copy of the model
+        release_process_caches()
 
 
 def with_partition_ceiling(cfg: PollenConfig) -> PollenConfig:

@@ -12,12 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "pollen/compression/_proto/pollen/v1"
 
 
-def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proto", ["update", "fedkseed"])
+def test_generated_code_is_up_to_date(tmp_path: Path, proto: str) -> None:
     pytest.importorskip("grpc_tools")
     cmd = [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", f"--python_out={tmp_path}",
-           f"--pyi_out={tmp_path}", "protos/pollen/v1/update.proto"]
+           f"--pyi_out={tmp_path}", f"protos/pollen/v1/{proto}.proto"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    for name in ("update_pb2.py", "update_pb2.pyi"):
+    for name in (f"{proto}_pb2.py", f"{proto}_pb2.pyi"):
         fresh = (tmp_path / "pollen/v1" / name).read_text()
         assert fresh == (GENERATED / name).read_text(), f"regenerate {name}: see protos/README.md"
 

@@ -47,7 +47,7 @@ def _decode(target: hostile.Target, blob: bytes) -> tuple[bool, object]:
 
 def test_every_decoder_is_fuzzed() -> None:
     names = set(TARGETS)
-    assert {"fedkseed.pairs", "fedkseed.deltas", "fedkseed.probs", "frl.rankings"} <= names
+    assert {"fedkseed.pairs", "fedkseed.downlink", "fedkseed.probs", "frl.rankings"} <= names
     assert sum(n.startswith("update[") for n in names) == len(hostile.CODECS)
 
 

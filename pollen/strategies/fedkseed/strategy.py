@@ -125,16 +125,18 @@ class FedKSeed(Strategy):
 
     # -- checkpoints (pollen server --resume) ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The accumulator (A, version, per-round log, Pro statistics) and every node's synced version."""
-        nodes = sorted(self.synced)
-        return {**{f"acc/{k}": v for k, v in self.acc.state_dict().items()},
-                "synced_nodes": np.array(nodes, dtype=np.int64),
-                "synced_versions": np.array([self.synced[n] for n in nodes], dtype=np.int64)}
+        """The accumulator: A, its version, the per-round log and the Pro |g| statistics (hence the
+        seed probabilities). Sampling needs no state (seeded by run seed and round).
+
+        Nodes' synced versions are deliberately not kept: after a server restart the nodes hold
+        nothing for the new run (Flower's context.state is per run, node ids are new), so every
+        node's first message after a resume is the full A (<= 4·K bytes), which any node can apply.
+        """
+        return {f"acc/{k}": v for k, v in self.acc.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.acc.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("acc/")})
-        nodes, versions = (np.asarray(state[k]).tolist() for k in ("synced_nodes", "synced_versions"))
-        self.synced = {int(n): int(v) for n, v in zip(nodes, versions, strict=True)}
+        self.synced = {}
 
     def _sample(self, grid: Grid, server_round: int) -> list[int]:
         """Flower's `sample_nodes` waits for enough nodes; the pick itself is seeded by (seed, round)

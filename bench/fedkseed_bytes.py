@@ -15,6 +15,7 @@ Bytes, per client-round:
 The paper's accounting (FedKSeed §3.4, K = 4096, 200 steps): 16,384 + 1,600 = 17,984 B.
 
     python bench/fedkseed_bytes.py [--clients 200 --per-round 10 --rounds 40 --k 4096 --steps 200]
+                                   [--timing]   # + CPU seconds of the rebuild vs a one-round replay
 """
 
 from __future__ import annotations
@@ -110,6 +111,31 @@ def staleness_table(k: int, steps: int, per_round: int) -> list[tuple[int, int, 
     return out
 
 
+def rebuild_cost(d: int, k: int, seeds_per_round: int) -> tuple[float, float]:
+    """Seconds for a client to reach w_V on CPU (one thread): the full rebuild from w_0 and A_V
+    (every party's canonical path now, all K seeds nonzero) vs replaying one round's delta."""
+    import time
+
+    import torch
+
+    from pollen.strategies.fedkseed.seeds import apply_seeds
+    from pollen.strategies.fedkseed.state import rebuild
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    w0 = [torch.randn(d)]
+    w = [w0[0].clone()]
+    seeds = rng.integers(1, 1 << 62, k)
+    a = rng.standard_normal(k).astype(np.float32)
+    t = time.perf_counter()
+    rebuild(w, w0, a, seeds, 1e-3)
+    full = time.perf_counter() - t
+    t = time.perf_counter()
+    apply_seeds(w, seeds[:seeds_per_round], a[:seeds_per_round] * -1e-3)
+    one = time.perf_counter() - t
+    return full, one
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=200)
@@ -117,6 +143,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--k", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--timing", action="store_true", help="also time the rebuild on this CPU")
     a = ap.parse_args()
     print(f"{a.clients} clients, {a.per_round} per round, {a.rounds} rounds, K={a.k}, "
           f"{a.steps} local steps; bytes per client-round, mean / max over "
@@ -145,6 +172,13 @@ def main() -> None:
     print("|---:|---:|---:|")
     for r, old, new in staleness_table(a.k, a.steps, a.per_round):
         print(f"| {r} | {old:,} | {new:,} |")
+    if a.timing:
+        print("\nCPU cost of reaching w_V, one thread (d tuned values):\n")
+        print("| d | K | rebuild from w_0 (all K seeds) | replay one round (distinct seeds) |")
+        print("|---:|---:|---:|---:|")
+        for d, k, per in ((35_136, 1024, 100), (35_136, 4096, 1570), (1_000_000, 4096, 1570)):
+            full, one = rebuild_cost(d, k, per)
+            print(f"| {d:,} | {k} | {full:.2f} s | {one:.2f} s ({per} seeds) |")
 
 
 if __name__ == "__main__":

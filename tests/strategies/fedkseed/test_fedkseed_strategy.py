@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
+from pollen.compression._proto.pollen.v1 import fedkseed_pb2 as pb
 from pollen.config import PollenConfig
 from pollen.strategies import StrategyContext, build_strategy, method_for
-from pollen.strategies.fedkseed.state import SeedAccumulator
+from pollen.strategies.fedkseed.state import SeedAccumulator, apply_downlink
 from pollen.strategies.fedkseed.strategy import REPLY_KEY, FedKSeed
-from pollen.compression._proto.pollen.v1 import fedkseed_pb2 as pb
-from pollen.strategies.fedkseed.state import apply_downlink
 from pollen.strategies.fedkseed.wire import decode_downlink, decode_probabilities, encode_pairs
 
 K, STEPS = 64, 4
@@ -145,8 +144,8 @@ def test_configure_train_one_message_per_node_with_what_it_lacks():
         s.aggregate_train(r, [reply(n, encode_pairs([(n + r, 0.1 * r), (2 * n + r, -0.3)], K),
                                     version=s.acc.version) for n in nodes])
     # A node whose state is older than the message's base cannot apply a log or set.
-    down = decode_downlink(list(s.configure_train(5, s.initial_arrays(), ConfigRecord(),
-                                                  FakeGrid([1])))[0].content["config"]["downlink"], K)
+    (msg,) = s.configure_train(5, s.initial_arrays(), ConfigRecord(), FakeGrid([1]))
+    down = decode_downlink(msg.content["config"]["downlink"], K)
     assert down.kind in ("set", "log") and down.base_version == 2 == s.synced[1]
     assert apply_downlink(np.zeros(K, np.float32), 0, down) is None
     assert apply_downlink(np.zeros(K, np.float32), 1, down) is None

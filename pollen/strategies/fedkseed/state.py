@@ -51,7 +51,8 @@ class Downlink:
     """What the server sends a client: how to take A from base_version to version.
 
     kind "log": `rounds`, the per-round deltas (A[idx] += values, float32, in order);
-    kind "set": A_version's values at `indices` (every entry changed after base_version);
+    kind "set": A_version's values at `indices` (every entry changed after base_version; from
+    base_version 0, every nonzero entry, the others being 0);
     kind "dense": `values` is A_version entirely (base_version 0).
     """
 
@@ -74,6 +75,8 @@ def apply_downlink(held: np.ndarray | None, held_version: int, down: Downlink) -
     a = np.asarray(held, np.float32).copy()
     if down.kind == "set":
         assert down.indices is not None and down.values is not None
+        if down.base_version == 0:  # from version 0 the set lists A's nonzero entries: the rest are 0
+            a[:] = 0.0
         a[down.indices] = down.values
         return a
     for d in down.rounds:

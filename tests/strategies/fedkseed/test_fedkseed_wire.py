@@ -212,3 +212,17 @@ def test_probabilities_round_trip_and_rejection():
         W.decode_probabilities(W.encode_probabilities(p * 2), 32)
     with pytest.raises(PayloadError, match="bytes"):
         W.decode_probabilities("not bytes", 32)  # type: ignore[arg-type]
+
+
+def test_set_from_version_0_reaches_a_from_any_held_version_even_back_to_zero():
+    """A server that never heard a node's reply sends it a set from version 0 (A's nonzero
+    entries); a node that did train since must still land on A, also where A returned to 0."""
+    acc = SeedAccumulator(8, 1, 1e-3)
+    acc.aggregate([([(3, 1.0), (5, 2.0)], 1)])
+    held = acc.A.copy()
+    acc.aggregate([([(3, -1.0)], 1)])
+    assert acc.A[3] == 0.0 and held[3] == 1.0
+    (dense, sparse) = acc.downlinks(0)
+    assert sparse.kind == "set" and sparse.indices.tolist() == [5]
+    got = apply_downlink(held, 1, W.decode_downlink(W.encode_downlink(sparse, 8), 8))
+    assert got is not None and np.array_equal(got, acc.A)

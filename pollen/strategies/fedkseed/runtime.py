@@ -3,8 +3,9 @@
 The global model is w_v = w_0 - lr * sum_j A_v[j] z(s_j). A `ZOModel` holds one such w_v and a copy
 of w_0 (the tuned tensors as `pollen.models.load_model` gives them: deterministic from disk and the
 run seed, so every party starts from the same bits); `load_accumulator` rebuilds w_v from w_0 and
-A_v with `state.rebuild`, the one computation every party uses, so equal A_v means equal bits. Only the parameters whose name matches `[fedkseed] params` (a regex, empty = all) are tuned;
-the list order is `named_parameters()` order, which fixes what z(s) means on every party.
+A_v with `state.rebuild`, the one computation every party uses, so equal A_v means equal bits.
+Only the parameters whose name matches `[fedkseed] params` (a regex, empty = all) are tuned; the
+list order is `named_parameters()` order, which fixes what z(s) means on every party.
 
 Clients keep ONE model per process (`process_model`): in simulation one Ray actor serves many nodes,
 and since every node's starting point in a round is the same global model, one copy at the newest

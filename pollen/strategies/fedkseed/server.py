@@ -1,8 +1,8 @@
-"""Server hooks of FedKSeed: central evaluation on the server's own replayed model, final model save.
+"""Server hooks of FedKSeed: central evaluation on the server's own rebuilt model, final model save.
 
 The server keeps its own copy of the full model and rebuilds it from w_0 and the accumulator with the
 same call every client uses (`ZOModel.load_accumulator`), so its evaluation sees exactly, bit for bit,
-the clients' global model. The strategy's state (accumulator, log, Pro statistics, node versions) is
+the clients' global model. The strategy's state (accumulator, per-round log, Pro statistics) is
 checkpointed every round, so `pollen server --resume` works (`resumable`).
 """
 

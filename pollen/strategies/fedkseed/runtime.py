@@ -75,7 +75,9 @@ class ZOModel:
             raise PayloadError(f"accumulator has shape {a.shape}, need {self.seeds.shape}", field="A")
         if self.A is not None and self.version == version and np.array_equal(self.A, a):
             return
-        with torch.inference_mode():
+        # no_grad, not inference_mode: apply_seeds fills buffers on worker threads, where an
+        # inference-mode tensor made on this thread may not be written.
+        with torch.no_grad():
             rebuild(self.params, self.w0, a, self.seeds, self.cfg.fedkseed.lr, rng=self.cfg.fedkseed.rng)
         self.A, self.version = a.copy(), version
 

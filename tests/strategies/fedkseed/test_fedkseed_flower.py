@@ -192,3 +192,20 @@ def test_uplink_at_200_steps_and_pro_downlink(tiny_model_dir, tiny_data, tmp_pat
     assert torch.equal(flat(again.params), flat(server.params))
     assert save_final(server, strategy.acc, tmp_path) == target  # replaces atomically
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_rebuild_on_several_threads_equals_one_thread(tiny_model_dir, tiny_data):
+    """The server and clients rebuild with torch's thread count (a thread pool over seed groups):
+    same bits as one thread, and no inference-mode tensor crosses threads."""
+    cfg = tiny_cfg(tiny_model_dir, tiny_data)
+    acc = SeedAccumulator(cfg.fedkseed.k, master_seed=cfg.run.seed, lr=cfg.fedkseed.lr)
+    rng = np.random.default_rng(0)
+    acc.aggregate([(list(zip(rng.integers(0, 64, 40).tolist(), rng.normal(size=40).tolist(),
+                             strict=True)), 5)])
+    one = load_zo_model(cfg)
+    one.load_accumulator(acc.A, acc.version)
+    torch.set_num_threads(4)  # the fixture puts 1 back
+    many = load_zo_model(cfg)
+    many.load_accumulator(acc.A, acc.version)
+    assert torch.equal(flat(one.params), flat(many.params))
+    assert not torch.equal(flat(many.params), flat(many.w0))

@@ -21,6 +21,7 @@ import numpy as np
 import zstandard
 
 from pollen.compression import Codec, decode_update
+from pollen.compression._proto.pollen.v1 import frl_pb2
 from pollen.compression._proto.pollen.v1 import update_pb2 as pb
 from pollen.compression.lossless import RICE
 from pollen.errors import PayloadError
@@ -143,18 +144,18 @@ def fedkseed_deltas_sections() -> bytes:
 
 
 def frl_layers() -> bytes:
-    """2^32-1 layers in a 9-byte header."""
-    return struct.pack(">4sBI", b"PFRL", 1, 0xFFFFFFFF)
+    """1000 empty layer entries (2 bytes each) in a ClientRanking that expects 2: upb would allocate
+    a message object per entry; the field budget scan refuses the count first."""
+    return b"\x08\x01" + b"\x12\x00" * 1000
 
 
 def frl_ids() -> bytes:
-    """The right layers, one claiming 2^64-1 edges of 64 bits."""
-    head = [struct.pack(">4sBI", b"PFRL", 1, len(FRL_SIZES))]
+    """The right layers, one claiming 2^64-1 edges of 64 bits (and no ids at all)."""
+    msg = frl_pb2.ClientRanking(format_version=frl_pb2.FRL_FORMAT_VERSION_1)
     for i, name in enumerate(FRL_SIZES):
-        raw = name.encode()
         n = (1 << 64) - 1 if i == 0 else FRL_SIZES[name]
-        head.append(struct.pack(">H", len(raw)) + raw + struct.pack(">QB", n, 64))
-    return b"".join(head)
+        msg.layers.add(name=name, size=n, id_bits=64)
+    return msg.SerializeToString()
 
 
 def legit_big() -> bytes:

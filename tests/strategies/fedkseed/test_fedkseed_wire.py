@@ -222,7 +222,7 @@ def test_set_from_version_0_reaches_a_from_any_held_version_even_back_to_zero():
     held = acc.A.copy()
     acc.aggregate([([(3, -1.0)], 1)])
     assert acc.A[3] == 0.0 and held[3] == 1.0
-    (dense, sparse) = acc.downlinks(0)
+    (_dense, sparse) = acc.downlinks(0)
     assert sparse.kind == "set" and sparse.indices.tolist() == [5]
     got = apply_downlink(held, 1, W.decode_downlink(W.encode_downlink(sparse, 8), 8))
     assert got is not None and np.array_equal(got, acc.A)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "pollen/compression/_proto/pollen/v1"
 
 
-@pytest.mark.parametrize("proto", ["update", "frl"])
+@pytest.mark.parametrize("proto", ["update", "frl", "fedkseed"])
 def test_generated_code_is_up_to_date(tmp_path: Path, proto: str) -> None:
     pytest.importorskip("grpc_tools")
     cmd = [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", f"--python_out={tmp_path}",

@@ -16,7 +16,8 @@ def test_every_strategy_belongs_to_one_method():
 
 
 def test_resumable_methods():
-    assert {m for m in METHODS if METHODS.get(m).resumable} >= {"baselines", "fedpeft", "flag", "frl"}
+    assert {m for m in METHODS if METHODS.get(m).resumable} >= {"baselines", "fedkseed", "fedpeft", "flag",
+                                                               "frl"}
 
 
 def test_unknown_strategy_lists_the_choices():

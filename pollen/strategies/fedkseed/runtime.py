@@ -14,7 +14,6 @@ version serves them all. The server builds its own (`load_zo_model`) for central
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.errors import ConfigError, DataError, PayloadError
 from pollen.models import load_model
+from pollen.registry import process_cache
 from pollen.strategies.fedkseed.seeds import candidate_seeds
 from pollen.strategies.fedkseed.state import rebuild
 
@@ -93,7 +93,7 @@ def load_zo_model(cfg: PollenConfig) -> ZOModel:
                    w0=[p.detach().clone() for p in params])
 
 
-@functools.lru_cache(maxsize=1)
+@process_cache(maxsize=1)
 def _process_model(cfg_json: str) -> ZOModel:
     return load_zo_model(PollenConfig.from_json(cfg_json))
 
@@ -103,7 +103,7 @@ def process_model(cfg: PollenConfig) -> ZOModel:
     return _process_model(cfg.to_json())
 
 
-@functools.lru_cache(maxsize=4)
+@process_cache(maxsize=4)
 def _encoded(cfg_json: str, partition_id: int, num_partitions: int) -> Encoded:
     cfg = PollenConfig.from_json(cfg_json)
     idx = client_indices(cfg, partition_id, num_partitions)

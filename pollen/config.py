@@ -29,6 +29,10 @@ class RunSection:
     round_timeout: float = 600.0
     # A round that aggregates no client update fails the run unless this is true.
     allow_empty_rounds: bool = False
+    # Evaluate the global model after every k-th round (round 0 included) and the last; 0: the last only.
+    eval_every: int = 1
+    # Adapters of the last N rounds in OUT/rounds/, peft format (0: none, -1: every round).
+    keep_round_adapters: int = 3
 
     def validate(self) -> None:
         _check(bool(self.out.strip()), "run.out", "must name a directory, got an empty string")
@@ -36,6 +40,9 @@ class RunSection:
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
         _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",
                f"must be true or false, got {self.allow_empty_rounds!r}")
+        _check(self.eval_every >= 0, "run.eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(self.keep_round_adapters >= -1, "run.keep_round_adapters",
+               f"must be -1 (all), 0 (none) or a positive count, got {self.keep_round_adapters}")
 
 
 @dataclass
@@ -71,8 +78,10 @@ class DataSection:
     max_client_examples: int = 0
 
     def validate(self) -> None:
-        _check(self.partition in ("auto", "iid", "dirichlet", "natural"), "data.partition",
-               f"must be auto, iid, dirichlet or natural, got {self.partition!r}")
+        _check(self.partition in ("auto", "iid", "dirichlet", "natural")
+               or self.partition.startswith("flwr-"), "data.partition",
+               f"must be auto, iid, dirichlet, natural or a Flower Datasets partitioner "
+               f"(flwr-iid, flwr-dirichlet, flwr-natural, ...), got {self.partition!r}")
         _check(self.alpha > 0, "data.alpha", f"must be > 0, got {self.alpha}")
         _check(self.eval_size >= 1, "data.eval_size", "must be >= 1")
         _check(self.max_client_examples >= 0, "data.max_client_examples", "must be >= 0")
@@ -219,11 +228,12 @@ class AttackSection:
 
 @dataclass
 class SimulationSection:
-    # CPUs Ray reserves per client; 2 on a 2-core machine runs one client at a time.
-    client_cpus: float = 2.0
+    # CPUs Ray reserves per client (= its torch threads); 0: sized from the machine so clients
+    # train concurrently whenever memory allows (pollen/deploy/simulate.py plan_actors).
+    client_cpus: float = 0.0
 
     def validate(self) -> None:
-        _check(self.client_cpus > 0, "simulation.client_cpus", "must be > 0")
+        _check(self.client_cpus >= 0, "simulation.client_cpus", "must be >= 0 (0: auto)")
 
 
 @dataclass
@@ -421,6 +431,8 @@ HELP: dict[str, str] = {
     "run.rounds": "federated rounds",
     "run.round_timeout": "seconds the server waits for a round's replies before aggregating what arrived",
     "run.allow_empty_rounds": "let a round that aggregates no update pass instead of failing the run",
+    "run.eval_every": "evaluate centrally after every k-th round (0 included) and the last; 0: last only",
+    "run.keep_round_adapters": "peft-format adapters of the last N rounds in OUT/rounds/ (0: none, -1: all)",
     "model.name": "registered model name, a local Hugging Face directory, or a hub id",
     "model.peft": "PEFT method: lora, ia3, prompt or bias",
     "model.lora_r": "LoRA rank",
@@ -430,7 +442,9 @@ HELP: dict[str, str] = {
     "model.prompt_tokens": "virtual tokens for prompt tuning",
     "model.max_length": "tokens per example after truncation",
     "data.name": "registered dataset, a local .json/.jsonl/.csv file, or hf:NAME[:split]",
-    "data.partition": "auto, iid, dirichlet or natural (auto: natural where the data has categories)",
+    "data.partition": "auto, iid, dirichlet, natural (auto: natural where the data has categories), or "
+                      "flwr-iid, flwr-dirichlet, flwr-natural, flwr-pathological, flwr-shard, "
+                      "flwr-linear, flwr-square, flwr-exponential (Flower Datasets)",
     "data.alpha": "Dirichlet concentration (smaller: more skewed clients)",
     "data.eval_size": "held-out examples the server evaluates the global model on",
     "data.max_client_examples": "cap on training examples per simulated client (0: no cap)",
@@ -442,7 +456,8 @@ HELP: dict[str, str] = {
     "train.batch_size": "local batch size",
     "train.lr": "local learning rate",
     "train.weight_decay": "local AdamW weight decay",
-    "strategy.name": "aggregation strategy: fedpeft, fedkseed, fedkseed-pro, flag, frl or a Flower baseline",
+    "strategy.name": "fedpeft, fedkseed, fedkseed-pro, flag, frl, a Flower baseline, or module:factory "
+                     "(your own Flower strategy, docs/plugins.md)",
     "strategy.lora_aggregation": "how LoRA factors are merged (see docs/strategies)",
     "strategy.params": "strategy-specific extras as a table, validated by the strategy",
     "compression.codec": 'client update codec chain, e.g. "ternary:0.9:tensor > zstd" ("": raw fp32)',
@@ -473,7 +488,7 @@ HELP: dict[str, str] = {
     "attack.fraction": "fraction of clients that attack, in [0, 1)",
     "attack.seed": "seed choosing the attackers",
     "attack.params": "attack-specific parameters as a table",
-    "simulation.client_cpus": "CPUs Ray reserves per simulated client",
+    "simulation.client_cpus": "CPUs (torch threads) per simulated client; 0: sized from cores and memory",
     "tracking.tensorboard": "write every round's row as TensorBoard scalars to OUT/tensorboard",
     "tracking.mlflow": "log params and every round to MLflow (pip install 'pollen-fl[mlflow]')",
     "tracking.mlflow_uri": 'MLflow tracking URI ("": a SQLite store OUT/mlflow.db, offline)',

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from pollen.deploy.launch import Proc
 from pollen.errors import DeploymentError
+from pollen.server.ledger import human_bytes as ledger_bytes
 from pollen.server.ledger import one_line, record_failure, shortfall
 
 
@@ -26,11 +27,7 @@ def _read(path: Path) -> Any:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
+    return ledger_bytes(n, digits=2)
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:

@@ -161,13 +161,13 @@ def record_failure(out: Path, reason: str) -> bool:
     return False
 
 
-def human_bytes(n: float, _pos: object = None) -> str:
-    """1536 -> '1.5 KB': axis labels people read without counting zeros."""
+def human_bytes(n: float, _pos: object = None, *, digits: int = 1) -> str:
+    """1_866_129 -> '1.9 MB' (SI units, as network rates are quoted), for tables and plot axes."""
     for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
+        n /= 1000
+    return f"{n:.{digits}f} GB"  # pragma: no cover
 
 
 def plot_curves(rounds: list[dict[str, Any]], path: Path) -> None:

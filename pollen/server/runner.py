@@ -117,15 +117,28 @@ class Evaluation:
             # ledger: evaluating again would list it twice in metrics.json.
             return None
         server_round += self.offset
-        self.ledger.phase(server_round, "evaluate")
-        metrics = self.side.evaluate(server_round, arrays)
+        metrics: dict[str, float] = {}
+        if evaluates(server_round, self.cfg.run.rounds, self.cfg.run.eval_every):
+            self.ledger.phase(server_round, "evaluate")
+            metrics = self.side.evaluate(server_round, arrays)
         log.info("round %d: %s", server_round,
                  close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
                              allow_empty=self.cfg.run.allow_empty_rounds))
         if self.checkpoint:
             save_checkpoint(self.out, self.cfg, server_round, from_arrays(arrays), self.ledger.rounds,
                             self.strategy)
+        if server_round > 0:
+            self.side.save_round(self.out, server_round, arrays)
         return MetricRecord(metrics)
+
+
+def evaluates(server_round: int, total_rounds: int, every: int) -> bool:
+    """Central evaluation after every `every`-th round (round 0 = the initial model) and the last one.
+
+    Evaluation sits on the critical path between rounds; `run.eval_every` trades curve resolution
+    for wall time (0: only the final model).
+    """
+    return server_round == total_rounds or (every > 0 and server_round % every == 0)
 
 
 def close_round(ledger: Ledger, server_round: int, total_rounds: int,

@@ -105,3 +105,27 @@ def test_not_a_run_is_one_clear_line(tmp_path: Path, capsys) -> None:
     PollenConfig.load(None, {"strategy.name": "frl"}).save(tmp_path / "config.toml")
     assert cli.main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "saves no language model" in " ".join(capsys.readouterr().out.split())
+
+
+def test_round_adapters_load_with_peft_and_keep_the_last_n(run_dir: Path, tiny_model_dir: Path,
+                                                           tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pollen.strategies.fedpeft.artifacts import save_round_adapter
+    from pollen.strategies.fedpeft.runtime import runtime
+
+    rounds = run_dir / "rounds"
+    assert [p.name for p in rounds.iterdir()] == ["round-00001"]  # the run's one round
+    final = load_run(run_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                                      str(rounds / "round-00001"))
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():  # round 1 is the last round: the same model as adapter/
+        assert torch.allclose(model(input_ids=ids).logits, final.model(input_ids=ids).logits, atol=1e-6)
+    names = json.loads((rounds / "round-00001" / "adapter_config.json").read_text())
+    assert names["base_model_name_or_path"] == str(tiny_model_dir)
+    rt = runtime(PollenConfig.load(run_dir / "config.toml"))
+    for r in range(2, 6):
+        save_round_adapter(rt, tmp_path, r, keep=2)
+    assert sorted(p.name for p in (tmp_path / "rounds").iterdir()) == ["round-00004", "round-00005"]

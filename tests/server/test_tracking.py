@@ -101,7 +101,7 @@ def test_curves_use_integer_rounds_human_bytes_and_one_panel_per_quantity(tmp_pa
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    assert human_bytes(512) == "512 B" and human_bytes(1_866_129) == "1.8 MB"
+    assert human_bytes(512) == "512 B" and human_bytes(1_866_129) == "1.9 MB"
     rows = [{"round": i, "eval_loss": 3 - i / 2, "train_loss": None if i == 0 else 3.0, "bytes_up": 10**6 * i,
              "bytes_down": 2 * 10**6 * i, "sampled": 4 * (i > 0), "aggregated": 3 * (i > 0)} for i in range(4)]
     fig = curves_figure(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,37 @@ def save_final(rt: Runtime, out: Path, rows: list[dict[str, Any]] | None = None,
     """
     target = out / "adapter"
     target.mkdir(parents=True, exist_ok=True)
+    _write_adapter(rt, target)
+    rt.tokenizer.save_pretrained(target)
+    (target / CARD).write_text(model_card(rt.cfg, rows or [], method=method))
+    return target
+
+
+ROUNDS_DIR = "rounds"
+
+
+def save_round_adapter(rt: Runtime, out: Path, server_round: int, *, keep: int) -> Path:
+    """OUT/rounds/round-NNNNN: this round's adapter in peft format; only the last `keep` stay (-1: all).
+
+    Written to a temporary directory and renamed, so a reader never sees half an adapter.
+    """
+    root = out / ROUNDS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"round-{server_round:05d}"
+    tmp = root / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _write_adapter(rt, tmp)
+    (tmp / CARD).unlink(missing_ok=True)  # peft's blank template; the run's card is in adapter/
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    if keep > 0:
+        for old in sorted(root.glob("round-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _write_adapter(rt: Runtime, target: Path) -> None:
     if hasattr(rt.model, "peft_config"):
         rt.model.save_pretrained(target)
         conf_path = target / "adapter_config.json"
@@ -35,6 +67,3 @@ def save_final(rt: Runtime, out: Path, rows: list[dict[str, Any]] | None = None,
         atomic_write_json(target / "pollen_adapter.json", {
             "method": rt.cfg.model.peft, "model": rt.cfg.model.name,
             "base_model_name_or_path": base_identity(rt.cfg.model.name), "tensors": sorted(tensors)})
-    rt.tokenizer.save_pretrained(target)
-    (target / CARD).write_text(model_card(rt.cfg, rows or [], method=method))
-    return target

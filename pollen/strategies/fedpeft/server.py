@@ -13,7 +13,7 @@ from pollen.data.tokenize import batches
 from pollen.models.peft_methods import load_trainable_state
 from pollen.models.train import evaluate
 from pollen.protocol.records import from_arrays, to_arrays
-from pollen.strategies.fedpeft.artifacts import save_final
+from pollen.strategies.fedpeft.artifacts import save_final, save_round_adapter
 from pollen.strategies.fedpeft.runtime import eval_data, runtime
 from pollen.strategies.method import ServerSide
 
@@ -44,6 +44,11 @@ class PeftServer(ServerSide):
         res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
                        self.rt.task)
         return res.metrics()
+
+    def save_round(self, out: Path, server_round: int, arrays: ArrayRecord) -> None:
+        if self.cfg.run.keep_round_adapters:
+            load_trainable_state(self.rt.model, from_arrays(arrays))
+            save_round_adapter(self.rt, out, server_round, keep=self.cfg.run.keep_round_adapters)
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:

@@ -6,14 +6,15 @@ the two baselines a deployment would otherwise use, for realistic client counts 
 Methods timed on the same (n, d) float32 updates (20% of rows replaced by large random vectors):
 - fedavg       weighted mean `w @ U` in torch (the reference for the ratios);
 - flag         pollen.strategies.flag.core.flag_aggregate, m = n // 2 (paper rule of thumb), to
-               convergence (iterations reported);
+               convergence (iterations reported); Gram from float32 blocks summed in float64;
+- flag f64     the same with gram_blocks="float64" (the all-float64 Gram used before issue 14);
 - mkrum_torch  vectorised Multi-Krum (pairwise distances from one Gram, f = n // 5, select n − f);
 - mkrum_flwr   Flower's own `select_multikrum` + `aggregate_arrayrecords` (what
                `flwr.serverapp.strategy.MultiKrum.aggregate_train` runs) on prebuilt RecordDicts, CPU;
 - fedavg_flwr  Flower's `aggregate_arrayrecords` alone, for a like-for-like Flower ratio.
 Combos whose estimated peak memory exceeds --max-gb are skipped (Flower's path holds ~4 copies).
 
-Usage: python bench/aggregation_cost.py [--quick] [--device cpu|cuda|all] [--threads 1]
+Usage: python bench/aggregation_cost.py [--quick] [--device cpu|cuda|all] [--threads 1] [--no-f64]
 """
 
 from __future__ import annotations
@@ -67,22 +68,28 @@ def _flwr_records(upd: torch.Tensor, weights: torch.Tensor) -> list:
             for i in range(arr.shape[0])]
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
 def time_call(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, object]:
-    """Best wall time (ms) of `repeats` calls after one warm-up call."""
+    """Best time (ms) of `repeats` calls after one warm-up call, on the `--clock` chosen: wall, or
+    this process's CPU time (with one thread, what a call costs even on a machine others load)."""
     out = fn()
     best = float("inf")
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = _clock()
         out = fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, _clock() - t0)
     return best * 1e3, out
 
 
-def bench_one(n: int, d: int, device: str, repeats: int, with_flwr: bool) -> dict[str, object]:
+def bench_one(n: int, d: int, device: str, repeats: int, with_flwr: bool,
+              with_f64: bool = True) -> dict[str, object]:
     upd = make_updates(n, d, device)
     weights = torch.ones(n, device=device)
     f, m = n // 5, max(1, n // 2)
@@ -90,6 +97,9 @@ def bench_one(n: int, d: int, device: str, repeats: int, with_flwr: bool) -> dic
     row["fedavg"], _ = time_call(lambda: (weights / weights.sum()) @ upd, device, repeats)
     row["flag"], res = time_call(lambda: flag_aggregate(upd, m=m, weights=weights), device, repeats)
     row["iters"] = res.iters  # type: ignore[attr-defined]
+    if with_f64:  # the float64 Gram Flag used before issue 14, side by side
+        row["flag_f64"], _ = time_call(
+            lambda: flag_aggregate(upd, m=m, weights=weights, gram_blocks="float64"), device, repeats)
     row["mkrum_torch"], _ = time_call(lambda: multikrum_torch(upd, weights, f, n - f), device,
                                       repeats)
     if with_flwr:
@@ -119,11 +129,12 @@ def fmt(row: dict[str, object]) -> str:
 
     fl = row.get("fedavg_flwr")
     return (f"{row['device']:>6} {row['n']:>5} {row['d']:>9.0e} {float(row['fedavg']):10.2f} "  # type: ignore[arg-type]
-            f"{cell('flag')} {row['iters']:>5} {cell('mkrum_torch')} {cell('mkrum_flwr')} "
+            f"{cell('flag')} {cell('flag_f64')} {row['iters']:>5} {cell('mkrum_torch')} {cell('mkrum_flwr')} "
             f"{('-' if fl is None else f'{float(fl):.1f}'):>11}")  # type: ignore[arg-type]
 
 
-HEADER = (f"{'device':>6} {'n':>5} {'d':>9} {'fedavg ms':>10} {'flag ms (ratio)':>18} {'iters':>5} "
+HEADER = (f"{'device':>6} {'n':>5} {'d':>9} {'fedavg ms':>10} {'flag ms (ratio)':>18} "
+          f"{'flag f64 ms':>18} {'iters':>5} "
           f"{'mkrum_torch ms':>18} {'mkrum_flwr ms':>18} {'fedavg_flwr':>11}")
 
 
@@ -138,7 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-gb", type=float, default=6.0, help="host RAM cap per combo")
     ap.add_argument("--max-gpu-gb", type=float, default=40.0, help="GPU memory cap per combo")
     ap.add_argument("--no-flwr", action="store_true", help="skip Flower's own Multi-Krum path")
+    ap.add_argument("--no-f64", action="store_true",
+                    help="skip Flag with the all-float64 Gram (the pre-issue-14 path)")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                    help="wall time, or process CPU time (1 thread, shared machine; not for cuda)")
     args = ap.parse_args(argv)
+    global _clock
+    _clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     clients = [int(c) for c in args.clients.split(",")]
     sizes = [int(float(s)) for s in args.sizes.split(",")]
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [dv for dv in devices if dv == "cpu" or torch.cuda.is_available()]
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s), devices {devices}, "
-          f"best of {repeats} after warm-up; ratios vs fedavg (torch weighted mean)")
+          f"best of {repeats} after warm-up, {args.clock} clock; ratios vs fedavg (torch weighted mean)")
     print(HEADER)
     for device in devices:
         for d in sizes:
@@ -160,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                 if peak_gb(n, d, False) > cap:
                     print(f"{device:>6} {n:>5} {d:>9.0e}  skipped (~{peak_gb(n, d, False):.1f} GB)")
                     continue
-                print(fmt(bench_one(n, d, device, repeats, with_flwr)), flush=True)
+                print(fmt(bench_one(n, d, device, repeats, with_flwr, not args.no_f64)), flush=True)
                 if device == "cuda":
                     torch.cuda.empty_cache()
 

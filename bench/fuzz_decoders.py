@@ -1,7 +1,7 @@
 """Long fuzz run of every Pollen decoder (issue 10): the CI fuzz (tests/security/test_decoder_fuzz.py)
 at 100,000+ inputs.
 
-Inputs are spread round-robin over the decoders (update wire per codec, FedKSeed pairs / deltas /
+Inputs are spread round-robin over the decoders (update wire per codec, FedKSeed pairs / down-link /
 probabilities, FRL rankings): random bytes, and mutations of valid payloads (tests/security/hostile.py).
 Per decoder it counts inputs, PayloadError refusals, crashes (any other exception), hangs (over
 --time-limit seconds, interrupted by SIGALRM), acceptances of valid payloads that decode to the

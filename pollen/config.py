@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import tomli_w
 
-from pollen.errors import ConfigError
+from pollen.errors import ConfigError, did_you_mean
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -29,6 +29,10 @@ class RunSection:
     round_timeout: float = 600.0
     # A round that aggregates no client update fails the run unless this is true.
     allow_empty_rounds: bool = False
+    # Evaluate the global model after every k-th round (round 0 included) and the last; 0: the last only.
+    eval_every: int = 1
+    # Adapters of the last N rounds in OUT/rounds/, peft format (0: none, -1: every round).
+    keep_round_adapters: int = 3
 
     def validate(self) -> None:
         _check(bool(self.out.strip()), "run.out", "must name a directory, got an empty string")
@@ -36,6 +40,9 @@ class RunSection:
         _check(self.round_timeout > 0, "run.round_timeout", "must be > 0")
         _check(isinstance(self.allow_empty_rounds, bool), "run.allow_empty_rounds",
                f"must be true or false, got {self.allow_empty_rounds!r}")
+        _check(self.eval_every >= 0, "run.eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(self.keep_round_adapters >= -1, "run.keep_round_adapters",
+               f"must be -1 (all), 0 (none) or a positive count, got {self.keep_round_adapters}")
 
 
 @dataclass
@@ -71,8 +78,10 @@ class DataSection:
     max_client_examples: int = 0
 
     def validate(self) -> None:
-        _check(self.partition in ("auto", "iid", "dirichlet", "natural"), "data.partition",
-               f"must be auto, iid, dirichlet or natural, got {self.partition!r}")
+        _check(self.partition in ("auto", "iid", "dirichlet", "natural")
+               or self.partition.startswith("flwr-"), "data.partition",
+               f"must be auto, iid, dirichlet, natural or a Flower Datasets partitioner "
+               f"(flwr-iid, flwr-dirichlet, flwr-natural, ...), got {self.partition!r}")
         _check(self.alpha > 0, "data.alpha", f"must be > 0, got {self.alpha}")
         _check(self.eval_size >= 1, "data.eval_size", "must be >= 1")
         _check(self.max_client_examples >= 0, "data.max_client_examples", "must be >= 0")
@@ -228,11 +237,31 @@ class AttackSection:
 
 @dataclass
 class SimulationSection:
-    # CPUs Ray reserves per client; 2 on a 2-core machine runs one client at a time.
-    client_cpus: float = 2.0
+    # CPUs Ray reserves per client (= its torch threads); 0: sized from the machine so clients
+    # train concurrently whenever memory allows (pollen/deploy/simulate.py plan_actors).
+    client_cpus: float = 0.0
 
     def validate(self) -> None:
-        _check(self.client_cpus > 0, "simulation.client_cpus", "must be > 0")
+        _check(self.client_cpus >= 0, "simulation.client_cpus", "must be >= 0 (0: auto)")
+
+
+@dataclass
+class TrackingSection:
+    """Where each round's row goes besides metrics.json (pollen/server/tracking.py)."""
+
+    tensorboard: bool = True
+    mlflow: bool = False
+    # "" = a SQLite store OUT/mlflow.db; or a tracking server / another store URI.
+    mlflow_uri: str = ""
+    wandb: bool = False
+    # MLflow experiment / W&B project name.
+    project: str = "pollen"
+
+    def validate(self) -> None:
+        for key in ("tensorboard", "mlflow", "wandb"):
+            _check(isinstance(getattr(self, key), bool), f"tracking.{key}",
+                   f"must be true or false, got {getattr(self, key)!r}")
+        _check(bool(self.project.strip()), "tracking.project", "must not be empty")
 
 
 @dataclass
@@ -248,6 +277,7 @@ class PollenConfig:
     frl: FRLSection = field(default_factory=FRLSection)
     attack: AttackSection = field(default_factory=AttackSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
 
     def validate(self) -> PollenConfig:
         for f in dataclasses.fields(self):
@@ -328,11 +358,18 @@ def _explicit_keys(path: str | Path | None, overrides: dict[str, Any] | None) ->
 def apply_section(cfg: PollenConfig, section: str, values: Any) -> None:
     if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
         names = [f.name for f in dataclasses.fields(cfg)]
-        raise ConfigError(f"unknown config section [{section}]; sections are: {', '.join(names)}")
+        raise ConfigError(f"unknown config section [{section}]{did_you_mean(section, names)}; "
+                          f"sections are: {', '.join(names)}")
     if not isinstance(values, dict):
         raise ConfigError(f"config section [{section}] must be a table")
     for key, value in values.items():
         set_key(cfg, f"{section}.{key}", value)
+
+
+def all_keys(cfg: PollenConfig) -> list[str]:
+    """Every dotted key, in declaration order (what `pollen config` lists)."""
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, s.name))]
 
 
 def set_key(cfg: PollenConfig, dotted: str, value: Any) -> None:
@@ -340,11 +377,13 @@ def set_key(cfg: PollenConfig, dotted: str, value: Any) -> None:
     section, _, key = dotted.partition(".")
     obj = getattr(cfg, section, None)
     if obj is None or not dataclasses.is_dataclass(obj) or not key:
-        raise ConfigError(f"unknown config key {dotted!r}")
+        raise ConfigError(f"unknown config key {dotted!r}{did_you_mean(dotted, all_keys(cfg))}")
     hints = get_type_hints(type(obj))
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(obj))
-        raise ConfigError(f"unknown config key {dotted!r}; [{section}] has: {known}")
+        hint = did_you_mean(dotted, [f"{section}.{k}" for k in hints])
+        raise ConfigError(f"unknown config key {dotted!r}{hint}; "
+                          f"[{section}] has: {known}")
     setattr(obj, key, _coerce(dotted, hints[key], value))
 
 
@@ -391,3 +430,128 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
     else:  # pragma: no cover - every field type is listed above
         return value
     raise ConfigError(f"config {key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+# -- one line of help per key: `pollen config` and its starter TOML ---------------------------------
+# tests/test_cli.py fails when a key has no line here, so the listing never falls behind the dataclasses.
+HELP: dict[str, str] = {
+    "run.out": "output directory (metrics.json, adapter/, checkpoint/, logs/)",
+    "run.seed": "seed for data splits, client sampling and initialisation",
+    "run.rounds": "federated rounds",
+    "run.round_timeout": "seconds the server waits for a round's replies before aggregating what arrived",
+    "run.allow_empty_rounds": "let a round that aggregates no update pass instead of failing the run",
+    "run.eval_every": "evaluate centrally after every k-th round (0 included) and the last; 0: last only",
+    "run.keep_round_adapters": "peft-format adapters of the last N rounds in OUT/rounds/ (0: none, -1: all)",
+    "model.name": "registered model name, a local Hugging Face directory, or a hub id",
+    "model.peft": "PEFT method: lora, ia3, prompt or bias",
+    "model.lora_r": "LoRA rank",
+    "model.lora_alpha": "LoRA scaling numerator (scale = alpha / r)",
+    "model.lora_dropout": "dropout on the LoRA branch, in [0, 1)",
+    "model.target_modules": "modules to adapt (empty: the model's defaults for the PEFT method)",
+    "model.prompt_tokens": "virtual tokens for prompt tuning",
+    "model.max_length": "tokens per example after truncation",
+    "data.name": "registered dataset, a local .json/.jsonl/.csv file, or hf:NAME[:split]",
+    "data.partition": "auto, iid, dirichlet, natural (auto: natural where the data has categories), or "
+                      "flwr-iid, flwr-dirichlet, flwr-natural, flwr-pathological, flwr-shard, "
+                      "flwr-linear, flwr-square, flwr-exponential (Flower Datasets)",
+    "data.alpha": "Dirichlet concentration (smaller: more skewed clients)",
+    "data.eval_size": "held-out examples the server evaluates the global model on",
+    "data.max_client_examples": "cap on training examples per simulated client (0: no cap)",
+    "federation.clients": "number of clients (simulated, or expected to connect)",
+    "federation.fraction": "fraction of clients sampled for training each round",
+    "federation.min_clients": "fewest replies a round needs to aggregate (0: every sampled client)",
+    "federation.max_client_examples": "largest num-examples (aggregation weight) one reply may claim",
+    "train.local_steps": "local optimiser steps per round (first-order methods)",
+    "train.batch_size": "local batch size",
+    "train.lr": "local learning rate",
+    "train.weight_decay": "local AdamW weight decay",
+    "strategy.name": "fedpeft, fedkseed, fedkseed-pro, flag, frl, a Flower baseline, or module:factory "
+                     "(your own Flower strategy, docs/plugins.md)",
+    "strategy.lora_aggregation": "how LoRA factors are merged (see docs/strategies)",
+    "strategy.params": "strategy-specific extras as a table, validated by the strategy",
+    "compression.codec": 'client update codec chain, e.g. "ternary:0.9:tensor > zstd" ("": raw fp32)',
+    "compression.error_feedback": "carry each client's compression error into its next update",
+    "compression.max_payload_bytes": "largest payload the server accepts from one client",
+    "compression.codec_down": 'down-link codec chain (PEFT family), e.g. "kmeans:4 > zstd" ("": full state)',
+    "compression.down_history": "down-link deltas kept for clients that missed rounds",
+    "fedkseed.k": "number of shared candidate seeds K",
+    "fedkseed.eps": "zeroth-order perturbation scale",
+    "fedkseed.lr": "zeroth-order learning rate",
+    "fedkseed.local_steps": "zeroth-order steps per client per round",
+    "fedkseed.batch_size": "examples per zeroth-order step",
+    "fedkseed.pro": "FedKSeed-Pro: sample seeds by their estimated importance",
+    "fedkseed.pro_clip": "FedKSeed-Pro: clip on the scalar gradients used for seed importance",
+    "fedkseed.weight_decay": "decoupled weight decay per zeroth-order step",
+    "fedkseed.grad_clip": "clip on each scalar gradient (0: none)",
+    "fedkseed.equal_weight": "weight clients equally instead of by examples",
+    "fedkseed.rng": "random family for the perturbations: torch or philox",
+    "fedkseed.params": "regex over parameter names to tune (empty: all parameters)",
+    "frl.k": "fraction of each layer's edges the supermask keeps",
+    "frl.lr": "score learning rate",
+    "frl.lr_decay": "score learning-rate decay per round",
+    "frl.local_epochs": "local epochs per round",
+    "frl.batch_size": "local batch size",
+    "frl.momentum": "SGD momentum on the scores",
+    "frl.weight_decay": "weight decay on the scores",
+    "frl.pretrained_k": "kept fraction for supermasks over frozen pretrained layers",
+    "frl.score_init": "initial scores: magnitude or kaiming",
+    "attack.name": "Byzantine attack for robustness studies (simulation only; empty: none)",
+    "attack.fraction": "fraction of clients that attack, in [0, 1)",
+    "attack.seed": "seed choosing the attackers",
+    "attack.params": "attack-specific parameters as a table",
+    "simulation.client_cpus": "CPUs (torch threads) per simulated client; 0: sized from cores and memory",
+    "tracking.tensorboard": "write every round's row as TensorBoard scalars to OUT/tensorboard",
+    "tracking.mlflow": "log params and every round to MLflow (pip install 'pollen-fl[mlflow]')",
+    "tracking.mlflow_uri": 'MLflow tracking URI ("": a SQLite store OUT/mlflow.db, offline)',
+    "tracking.wandb": "log to Weights & Biases, offline in OUT/wandb unless WANDB_MODE says otherwise",
+    "tracking.project": "MLflow experiment / W&B project name",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    key: str
+    type: str
+    default: Any
+    help: str
+
+
+def _type_name(typ: Any) -> str:
+    origin = getattr(typ, "__origin__", None)
+    if origin is not None:
+        return {list: "list", dict: "table"}.get(origin, str(typ))
+    return getattr(typ, "__name__", str(typ))
+
+
+def describe(cfg: PollenConfig | None = None) -> list[KeyInfo]:
+    """Every key with its type, its value in `cfg` (default: the built-in defaults) and its help."""
+    cfg = cfg or PollenConfig()
+    rows = []
+    for sec in dataclasses.fields(cfg):
+        obj = getattr(cfg, sec.name)
+        hints = get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            key = f"{sec.name}.{f.name}"
+            rows.append(KeyInfo(key, _type_name(hints[f.name]), getattr(obj, f.name), HELP.get(key, "")))
+    return rows
+
+
+def starter_toml(cfg: PollenConfig | None = None) -> str:
+    """A TOML file with every key commented by its help, ready to edit and pass with --config."""
+    cfg = cfg or PollenConfig()
+    lines = ["# Pollen run configuration. Every key is optional; `pollen config` lists them.", ""]
+    rows = describe(cfg)
+    for sec in dataclasses.fields(cfg):
+        lines.append(f"[{sec.name}]")
+        for r in rows:
+            if r.key.partition(".")[0] != sec.name:
+                continue
+            name = r.key.partition(".")[2]
+            lines.append(f"# {r.help}")
+            if isinstance(r.default, dict):  # a table value: inline, so the section stays flat
+                inner = ", ".join(tomli_w.dumps({k: v}).strip() for k, v in r.default.items())
+                lines.append(f"{name} = {{{inner}}}" if inner else f"{name} = {{}}")
+            else:
+                lines.append(tomli_w.dumps({name: r.default}).strip())
+        lines.append("")
+    return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pollen.errors import ConfigError, UnknownNameError
 
@@ -43,3 +44,33 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+# Per-process caches of heavy objects (a loaded model, encoded data). Server processes and Ray actors
+# keep them across rounds; the CLI, which only needs them for its preflight, drops them all.
+_CACHES: list[Any] = []
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def process_cache(maxsize: int) -> Callable[[F], F]:
+    """functools.lru_cache that `release_process_caches()` can empty."""
+    def deco(fn: F) -> F:
+        wrapped = functools.lru_cache(maxsize=maxsize)(fn)
+        _CACHES.append(wrapped)
+        return wrapped  # type: ignore[return-value]
+
+    return deco
+
+
+def release_process_caches() -> None:
+    """Drop every cached model and dataset of this process, and hand the memory back to the OS."""
+    import ctypes
+    import gc
+
+    for cache in _CACHES:
+        cache.cache_clear()
+    gc.collect()
+    try:  # glibc keeps freed small blocks in its arenas unless asked
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from pollen.config import PollenConfig
@@ -11,9 +9,10 @@ from pollen.data.load import load_dataset
 from pollen.data.partition import partition
 from pollen.data.registry import FederatedData
 from pollen.protocol.seeding import cap_indices
+from pollen.registry import process_cache
 
 
-@functools.lru_cache(maxsize=2)
+@process_cache(maxsize=2)
 def _data(name: str, eval_size: int, seed: int) -> FederatedData:
     return load_dataset(name, eval_size=eval_size, seed=seed)
 

@@ -21,7 +21,9 @@ from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.deploy.progress import follow, summary
 from pollen.errors import ConfigError
 from pollen.io_utils import check_writable_dir
+from pollen.registry import release_process_caches
 from pollen.server.ledger import record_failure
+from pollen.server.tracking import check_trackers
 
 
 def preflight(cfg: PollenConfig) -> None:
@@ -35,7 +37,11 @@ def preflight(cfg: PollenConfig) -> None:
             method.server, "supports_codec_down", False):
         raise ConfigError(f"compression.codec_down: the {method.name!r} method has no compressed "
                           "down-link (only the PEFT family does); leave it empty")
-    method.preflight(cfg)
+    check_trackers(cfg)  # a selected MLflow / W&B that is not installed fails now, not after loading
+    try:
+        method.preflight(cfg)
+    finally:  # the CLI only supervises from here on: no resident copy of the model
+        release_process_caches()
 
 
 def with_partition_ceiling(cfg: PollenConfig) -> PollenConfig:
@@ -66,8 +72,9 @@ def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "progress.json", "curves.png"):
         (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "logs", ignore_errors=True)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    # A previous run's results must not pass for this run's (a failed run leaves none).
+    for stale_dir in ("logs", CHECKPOINT_DIR, "rounds", "tensorboard", "adapter", "model"):
+        shutil.rmtree(out / stale_dir, ignore_errors=True)
     cfg.save(out / "config.toml")
     return out
 

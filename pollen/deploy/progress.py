@@ -15,6 +15,7 @@ from rich.text import Text
 
 from pollen.deploy.launch import Proc
 from pollen.errors import DeploymentError
+from pollen.server.ledger import human_bytes as ledger_bytes
 from pollen.server.ledger import one_line, record_failure, shortfall
 
 
@@ -26,11 +27,7 @@ def _read(path: Path) -> Any:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
+    return ledger_bytes(n, digits=2)
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -79,7 +76,23 @@ def _status(progress: dict[str, Any] | None, total: int, started: float) -> Text
     width = 24
     filled = int(width * done / max(total, 1))
     bar = "█" * filled + "░" * (width - filled)
-    return Text(f"{bar} round {rnd}/{total} · {phase} · {elapsed:.0f}s", style="bold cyan")
+    line = f"{bar} round {rnd}/{total} · {phase}{clients_progress(progress)} · {elapsed:.0f}s"
+    return Text(line, style="bold cyan")
+
+
+def clients_progress(progress: dict[str, Any], now: float | None = None) -> str:
+    """' · 3/4 clients done · 1 failed · 9:32 left' for the exchange in flight, else ''."""
+    c = progress.get("clients")
+    if not isinstance(c, dict) or not c.get("sent"):
+        return ""
+    out = f" · {c.get('done', 0)}/{c['sent']} clients done"
+    if c.get("failed"):
+        out += f" · {c['failed']} failed"
+    deadline = c.get("deadline")
+    if isinstance(deadline, (int, float)) and c.get("done", 0) + c.get("failed", 0) < c["sent"]:
+        left = max(0, int(deadline - (time.time() if now is None else now)))
+        out += f" · {left // 60}:{left % 60:02d} to round timeout"
+    return out
 
 
 def _ended_early(run: Proc) -> str:
@@ -160,4 +173,4 @@ def summary(rounds: list[dict[str, Any]], out: Path, console: Console, wall: flo
         if last.get("eval_accuracy") is not None:
             line += f" · accuracy {first['eval_accuracy']:.3f} → {last['eval_accuracy']:.3f}"
         console.print(f"{line} · sent up {human_bytes(up)}, down {human_bytes(down)} · wall {wall:.0f}s")
-    console.print(f"results in {out}: metrics.json, config.toml, adapter/, curves.png")
+    console.print(f"results in {out}: metrics.json, config.toml, adapter/, curves.png, tensorboard/")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -9,13 +12,87 @@ from rich.console import Console
 from pollen.config import PollenConfig
 from pollen.deploy.federation import LinkOptions, run_federation
 
+GB = 1 << 30
+# What one client actor costs beyond its model weights (Python, torch, Ray worker, activations).
+ACTOR_OVERHEAD = int(0.6 * GB)
+# Share of the available memory the plan may fill; the rest is the server's and the system's.
+MEMORY_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many clients train at once and with how many threads each, and why."""
+
+    concurrent: int
+    cpus_per_client: float
+    cores: int
+    available_bytes: int
+    per_client_bytes: int
+    limited_by: str  # "clients", "cores", "memory" or "config"
+
+    def describe(self) -> str:
+        return (f"simulation plan: {self.concurrent} client(s) at a time × {_num(self.cpus_per_client)} "
+                f"CPU thread(s) each ({self.cores} cores, {self.available_bytes / GB:.1f} GB available, "
+                f"~{self.per_client_bytes / GB:.1f} GB per client; limited by {self.limited_by}; "
+                "set simulation.client_cpus to choose)")
+
+
+def plan_actors(sampled: int, *, cores: int, available_bytes: int, model_bytes: int,
+                client_cpus: float = 0.0) -> ActorPlan:
+    """Clients per round that fit in cores and memory; each gets an equal share of the cores."""
+    per_client = 2 * model_bytes + ACTOR_OVERHEAD  # weights + gradients/optimiser/activations headroom
+    if client_cpus > 0:
+        concurrent = max(1, min(sampled, int(cores // client_cpus) or 1))
+        return ActorPlan(concurrent, client_cpus, cores, available_bytes, per_client, "config")
+    by_memory = max(1, int(available_bytes * MEMORY_SHARE // per_client))
+    concurrent = min(sampled, cores, by_memory)
+    limited_by = {sampled: "clients", cores: "cores", by_memory: "memory"}[concurrent]
+    # Whole threads per client; leftover cores go unused rather than oversubscribed.
+    return ActorPlan(concurrent, float(max(1, cores // concurrent)), cores, available_bytes, per_client,
+                     limited_by)
+
+
+def machine() -> tuple[int, int]:
+    """(usable cores, available memory in bytes) of this machine/container."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    available = 8 * GB
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return cores, available
+
+
+def model_bytes(cfg: PollenConfig) -> int:
+    """Size of the model's weights on disk (registered models are located, not loaded)."""
+    from pollen.models.registry import MODELS
+
+    try:
+        path = Path(MODELS.get(cfg.model.name).locate()) if cfg.model.name in MODELS else Path(cfg.model.name)
+        files = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) if path.is_dir() else []
+    except Exception:  # noqa: BLE001 - an estimate; the preflight reports real load errors
+        files = []
+    return sum(f.stat().st_size for f in files) if files else GB // 2
+
 
 def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else v
 
 
 def simulate(cfg: PollenConfig, console: Console | None = None) -> list[dict[str, Any]]:
-    return run_federation(cfg, console or Console(), LinkOptions(simulation=True, federation_config={
+    from pollen.strategies.registry import sampled_clients
+
+    console = console or Console()
+    cores, available = machine()
+    plan = plan_actors(sampled_clients(cfg), cores=cores, available_bytes=available,
+                       model_bytes=model_bytes(cfg), client_cpus=cfg.simulation.client_cpus)
+    console.print(plan.describe(), style="dim", markup=False, highlight=False)
+    return run_federation(cfg, console, LinkOptions(simulation=True, federation_config={
         "num-supernodes": cfg.federation.clients,
-        "client-resources-num-cpus": _num(cfg.simulation.client_cpus),
+        "client-resources-num-cpus": _num(plan.cpus_per_client),
     }))

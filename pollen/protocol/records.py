@@ -19,10 +19,18 @@ UPDATE_KEY = "update"
 
 
 def config_from_context(context: Context) -> PollenConfig:
+    """Pollen's launcher sends the whole config as one JSON key; `flwr run .` sends the dotted keys
+    of the repository's `[tool.flwr.app.config]` (pollen.protocol.run_config)."""
     raw = context.run_config.get(CONFIG_KEY)
-    if not isinstance(raw, str) or not raw:
-        raise ConfigError(f"run config has no {CONFIG_KEY!r}; start runs with `pollen simulate/server`")
-    return PollenConfig.from_json(raw)
+    if isinstance(raw, str) and raw:
+        return PollenConfig.from_json(raw)
+    from pollen.protocol.run_config import config_from_run_config, has_pollen_keys
+
+    if has_pollen_keys(context.run_config):
+        return config_from_run_config(context.run_config)
+    raise ConfigError(f"run config has neither {CONFIG_KEY!r} nor Pollen's dotted keys (run.out, "
+                      "train.lr, ...); start runs with `pollen simulate/server` or `flwr run .` in "
+                      "the Pollen repository")
 
 
 def partition_of(context: Context) -> tuple[int, int]:

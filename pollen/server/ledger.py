@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,12 @@ def _clean(v: Any) -> Any:
 
 
 class Ledger:
-    def __init__(self, out: Path, total_rounds: int) -> None:
+    def __init__(self, out: Path, total_rounds: int,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.out = out
         self.total_rounds = total_rounds
+        self.on_row = on_row  # experiment trackers see each row once it is on disk
+        self._phase: tuple[int, str] = (0, "loading")
         self.rounds: list[dict[str, Any]] = []
         self._reset()
 
@@ -65,9 +69,16 @@ class Ledger:
         self._train_loss = train_loss
 
     def phase(self, server_round: int, phase: str, **extra: Any) -> None:
+        self._phase = (server_round, phase)
         atomic_write_json(self.out / PROGRESS_FILE, {
             "round": server_round, "total_rounds": self.total_rounds, "phase": phase,
             "time": time.time(), **{k: _clean(v) for k, v in extra.items()}})
+
+    def live(self, *, kind: str, sent: int, done: int, failed: int, deadline: float | None) -> None:
+        """Clients within the current phase: `sent` work, `done` answered, `failed`; round deadline."""
+        server_round, phase = self._phase
+        self.phase(server_round, phase, clients={"kind": kind, "sent": sent, "done": done,
+                                                 "failed": failed, "deadline": deadline})
 
     def close_round(self, server_round: int, evaluation: dict[str, float]) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -87,6 +98,8 @@ class Ledger:
         }
         self.rounds.append(row)
         atomic_write_json(self.out / "metrics.json", {"rounds": self.rounds})
+        if self.on_row is not None:
+            self.on_row(row)
         self._reset()
         return row
 
@@ -148,31 +161,65 @@ def record_failure(out: Path, reason: str) -> bool:
     return False
 
 
+def human_bytes(n: float, _pos: object = None, *, digits: int = 1) -> str:
+    """1_866_129 -> '1.9 MB' (SI units, as network rates are quoted), for tables and plot axes."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
+        n /= 1000
+    return f"{n:.{digits}f} GB"  # pragma: no cover
+
+
 def plot_curves(rounds: list[dict[str, Any]], path: Path) -> None:
-    """Loss and bytes per round, for a quick look at a run."""
+    """OUT/curves.png, a quick look at a run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = [row["round"] for row in rounds]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(r, [row.get("eval_loss") for row in rounds], "o-", label="eval_loss")
-    tl = [(row["round"], row["train_loss"]) for row in rounds if row.get("train_loss") is not None]
-    if tl:
-        ax1.plot(*zip(*tl), "s--", label="train_loss")
-    if any(row.get("eval_accuracy") is not None for row in rounds):
-        ax1b = ax1.twinx()
-        ax1b.plot(r, [row.get("eval_accuracy") for row in rounds], "g^-", label="eval_accuracy")
-        ax1b.set_ylabel("accuracy")
-    ax1.set_xlabel("round")
-    ax1.set_ylabel("loss")
-    ax1.legend(loc="upper right")
-    ax2.bar([x - 0.2 for x in r], [row["bytes_up"] for row in rounds], width=0.4, label="bytes_up")
-    ax2.bar([x + 0.2 for x in r], [row["bytes_down"] for row in rounds], width=0.4, label="bytes_down")
-    ax2.set_xlabel("round")
-    ax2.set_ylabel("bytes")
-    ax2.legend()
-    fig.tight_layout()
+    fig = curves_figure(rounds)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def curves_figure(rounds: list[dict[str, Any]]) -> Any:
+    """One panel per quantity (loss, accuracy if any, bytes, clients), integer rounds on every axis."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    r = [row["round"] for row in rounds]
+    has_acc = any(row.get("eval_accuracy") is not None for row in rounds)
+    panels = ["loss", *(["accuracy"] if has_acc else []), "bytes", "clients"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4))
+    ax = dict(zip(panels, axes))
+    ax["loss"].plot(r, [row.get("eval_loss") for row in rounds], "o-", label="eval")
+    tl = [(row["round"], row["train_loss"]) for row in rounds if row.get("train_loss") is not None]
+    if tl:
+        ax["loss"].plot(*zip(*tl), "s--", label="train")
+    ax["loss"].set_title("loss")
+    ax["loss"].legend()
+    if has_acc:
+        ax["accuracy"].plot(r, [row.get("eval_accuracy") for row in rounds], "g^-")
+        ax["accuracy"].set_title("eval accuracy")
+        ax["accuracy"].set_ylim(0, 1)
+    ax["bytes"].bar([x - 0.2 for x in r], [row.get("bytes_up", 0) for row in rounds], width=0.4,
+                    label="up")
+    ax["bytes"].bar([x + 0.2 for x in r], [row.get("bytes_down", 0) for row in rounds], width=0.4,
+                    label="down")
+    ax["bytes"].set_ylim(bottom=0)
+    ax["bytes"].yaxis.set_major_formatter(FuncFormatter(human_bytes))
+    ax["bytes"].set_title("bytes per round (all clients)")
+    ax["bytes"].legend()
+    ax["clients"].plot(r, [row.get("sampled", row.get("clients", 0)) for row in rounds], "o-",
+                       label="sampled")
+    ax["clients"].plot(r, [row.get("aggregated", row.get("clients", 0)) for row in rounds], "s--",
+                       label="aggregated")
+    ax["clients"].set_ylim(bottom=0)
+    ax["clients"].yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax["clients"].set_title("clients")
+    ax["clients"].legend()
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlabel("round")
+    fig.tight_layout()
+    return fig

@@ -33,6 +33,8 @@ from pollen.server.checkpoint import (
 from pollen.server.inbound import ReplyScreen
 from pollen.server.ledger import Ledger, plot_curves, shortfall
 from pollen.server.metered_grid import MeteredGrid
+from pollen.server.progress_grid import ProgressGrid
+from pollen.server.tracking import Trackers
 from pollen.strategies import Method, ServerSide, StrategyContext, build_strategy
 
 log = logging.getLogger("pollen.server")
@@ -115,15 +117,28 @@ class Evaluation:
             # ledger: evaluating again would list it twice in metrics.json.
             return None
         server_round += self.offset
-        self.ledger.phase(server_round, "evaluate")
-        metrics = self.side.evaluate(server_round, arrays)
+        metrics: dict[str, float] = {}
+        if evaluates(server_round, self.cfg.run.rounds, self.cfg.run.eval_every):
+            self.ledger.phase(server_round, "evaluate")
+            metrics = self.side.evaluate(server_round, arrays)
         log.info("round %d: %s", server_round,
                  close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
                              allow_empty=self.cfg.run.allow_empty_rounds))
         if self.checkpoint:
             save_checkpoint(self.out, self.cfg, server_round, from_arrays(arrays), self.ledger.rounds,
                             self.strategy)
+        if server_round > 0:
+            self.side.save_round(self.out, server_round, arrays)
         return MetricRecord(metrics)
+
+
+def evaluates(server_round: int, total_rounds: int, every: int) -> bool:
+    """Central evaluation after every `every`-th round (round 0 = the initial model) and the last one.
+
+    Evaluation sits on the critical path between rounds; `run.eval_every` trades curve resolution
+    for wall time (0: only the final model).
+    """
+    return server_round == total_rounds or (every > 0 and server_round % every == 0)
 
 
 def close_round(ledger: Ledger, server_round: int, total_rounds: int,
@@ -152,7 +167,16 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
     """Run `method` for cfg.run.rounds rounds over `grid`; returns the ledger rows and the method's extras."""
     if resume and not method.resumable:
         raise ConfigError(f"--resume: the {method.name!r} method cannot resume yet")
-    ledger = Ledger(out, cfg.run.rounds)
+    trackers = Trackers.for_run(out, cfg)
+    try:
+        return _run(grid, cfg, out, method, Ledger(out, cfg.run.rounds, on_row=trackers.log_row),
+                    resume=resume)
+    finally:
+        trackers.close()
+
+
+def _run(grid: Grid, cfg: PollenConfig, out: Path, method: Method, ledger: Ledger, *,
+         resume: bool) -> dict[str, Any]:
     ledger.phase(0, "loading")
     side = method.server(cfg)
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=side.tensor_names()))
@@ -167,6 +191,7 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
         log.info("resuming after round %d of %d", start, cfg.run.rounds)
         ledger.phase(start + 1, "train", resumed_from=start)
     rounds = Rounds(strategy, side, ledger, cfg, offset=start, tolerate_dropouts=side.tolerate_dropouts)
+    grid = ProgressGrid(grid, ledger)  # innermost: live per-client progress in progress.json
     own_attack = side.attack_grid(grid)
     served: Grid = MeteredGrid(own_attack if own_attack is not None else grid, ledger,
                                max_payload_bytes=cfg.compression.max_payload_bytes,

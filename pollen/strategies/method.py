@@ -39,8 +39,8 @@ class ServerSide:
     """A method's server hooks. Constructing one loads what the server needs (model, eval data).
 
     The runner calls, in order: `tensor_names` (to build the strategy), `initial_arrays`,
-    `train_config`, `attack_grid`, then per round `train_result` (after aggregation) and `evaluate`,
-    and at the end `save`. Override what differs; the defaults suit a stateless method.
+    `train_config`, `attack_grid`, then per round `train_result` (after aggregation), `evaluate` and
+    `save_round`, and at the end `save`. Override what differs; the defaults suit a stateless method.
     """
 
     # `pollen server --resume` restarts from OUT/checkpoint (the runner writes one every round).
@@ -87,6 +87,9 @@ class ServerSide:
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
         """Central evaluation of the global model after `server_round` (0: the initial model)."""
         raise NotImplementedError
+
+    def save_round(self, out: Path, server_round: int, arrays: ArrayRecord) -> None:
+        """After a round's evaluation: a per-round artifact users can load (default: none)."""
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:

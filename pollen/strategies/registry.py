@@ -48,9 +48,62 @@ def register_method(method: Method) -> Method:
 
 
 def method_of(strategy: str) -> Method:
-    """The method whose strategies include `strategy` (unknown names list the choices)."""
+    """The method whose strategies include `strategy` (unknown names list the choices).
+
+    A user's own strategy (`module:factory`) aggregates PEFT updates: its clients train as
+    FedPEFT's do, and screening, metering and the ledger apply as to every built-in strategy.
+    """
+    if is_custom(strategy):
+        custom_factory(strategy)  # a missing module or attribute fails here, before any process
+        return METHODS.get(_METHOD_OF["fedavg"])
     STRATEGIES.get(strategy)
     return METHODS.get(_METHOD_OF[strategy])
+
+
+def is_custom(name: str) -> bool:
+    return ":" in name
+
+
+def custom_factory(name: str) -> Factory:
+    """`module:attr` -> a factory calling attr (a Flower Strategy class or a function returning one).
+
+    attr receives Pollen's sampling settings it accepts (fraction_train, min_train_nodes, ...) and
+    every `[strategy.params]` entry as keyword arguments. The module is the operator's own code, run
+    only by the server (clients never import it).
+    """
+    import importlib
+    import inspect
+
+    module, _, attr = name.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise ConfigError(f"strategy {name!r}: cannot import module {module!r} ({e}); is it installed "
+                          "or on PYTHONPATH?") from None
+    except AttributeError:
+        raise ConfigError(f"strategy {name!r}: module {module!r} has no {attr!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"strategy {name!r}: {attr!r} is not a class or function")
+
+    def factory(ctx: StrategyContext) -> Strategy:
+        sampling = sampling_kwargs(ctx.cfg)
+        try:
+            params = inspect.signature(obj).parameters
+            takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            kwargs = {k: v for k, v in sampling.items() if takes_all or k in params}
+        except (TypeError, ValueError):  # no signature (a builtin): pass nothing extra
+            kwargs = {}
+        try:
+            strategy = obj(**kwargs, **ctx.cfg.strategy.params)
+        except TypeError as e:
+            raise ConfigError(f"strategy {name!r}: {' '.join(str(e).split())} "
+                              "(set its arguments in [strategy.params])") from None
+        if not isinstance(strategy, Strategy):
+            raise ConfigError(f"strategy {name!r} returned {type(strategy).__name__}, not a Flower "
+                              "flwr.serverapp.strategy.Strategy")
+        return strategy
+
+    return factory
 
 
 def method_for(cfg: PollenConfig) -> Method:
@@ -110,4 +163,5 @@ def typed_params(cfg: PollenConfig, cls: type[P]) -> P:
 
 
 def build_strategy(ctx: StrategyContext) -> Strategy:
-    return STRATEGIES.get(ctx.cfg.strategy.name)(ctx)
+    name = ctx.cfg.strategy.name
+    return (custom_factory(name) if is_custom(name) else STRATEGIES.get(name))(ctx)

@@ -21,6 +21,7 @@ import numpy as np
 import zstandard
 
 from pollen.compression import Codec, decode_update
+from pollen.compression._proto.pollen.v1 import frl_pb2
 from pollen.compression._proto.pollen.v1 import update_pb2 as pb
 from pollen.compression.lossless import RICE
 from pollen.errors import PayloadError
@@ -131,28 +132,30 @@ def _varint(n: int) -> bytes:
 
 
 def fedkseed_pairs_count() -> bytes:
-    """Six bytes claiming 2^32-1 pairs."""
-    return struct.pack("<BBI", 1, 0, 0xFFFFFFFF)
+    """A SeedPairs whose `indices` field claims 2^62 bytes (a 14-byte message)."""
+    return bytes([0x08, 0x01, 0x1A]) + _varint(1 << 62)
 
 
 def fedkseed_deltas_sections() -> bytes:
-    """65535 sections, each claiming K entries, in a 6-byte message."""
-    return struct.pack("<BBH", 1, 0, 0xFFFF) + struct.pack("<III", 0, 1, K)
+    """A SeedDownlink log of 4,000 empty rounds (2 bytes each on the wire, an object each once
+    parsed) where the run has ROUNDS rounds."""
+    rounds = b"\x0a\x00" * 4000
+    return bytes([0x08, 0x01, 0x2A]) + _varint(len(rounds)) + rounds
 
 
 def frl_layers() -> bytes:
-    """2^32-1 layers in a 9-byte header."""
-    return struct.pack(">4sBI", b"PFRL", 1, 0xFFFFFFFF)
+    """1000 empty layer entries (2 bytes each) in a ClientRanking that expects 2: upb would allocate
+    a message object per entry; the field budget scan refuses the count first."""
+    return b"\x08\x01" + b"\x12\x00" * 1000
 
 
 def frl_ids() -> bytes:
-    """The right layers, one claiming 2^64-1 edges of 64 bits."""
-    head = [struct.pack(">4sBI", b"PFRL", 1, len(FRL_SIZES))]
+    """The right layers, one claiming 2^64-1 edges of 64 bits (and no ids at all)."""
+    msg = frl_pb2.ClientRanking(format_version=frl_pb2.FRL_FORMAT_VERSION_1)
     for i, name in enumerate(FRL_SIZES):
-        raw = name.encode()
         n = (1 << 64) - 1 if i == 0 else FRL_SIZES[name]
-        head.append(struct.pack(">H", len(raw)) + raw + struct.pack(">QB", n, 64))
-    return b"".join(head)
+        msg.layers.add(name=name, size=n, id_bits=64)
+    return msg.SerializeToString()
 
 
 def legit_big() -> bytes:
@@ -170,9 +173,9 @@ def _decode_pairs(blob: bytes) -> object:
 
 
 def _decode_deltas(blob: bytes) -> object:
-    from pollen.strategies.fedkseed.wire import decode_deltas
+    from pollen.strategies.fedkseed.wire import decode_downlink
 
-    return decode_deltas(blob, K)
+    return decode_downlink(blob, K, max_version=ROUNDS)
 
 
 def _decode_frl(blob: bytes) -> object:
@@ -291,17 +294,30 @@ def _pairs_ok(out: Any) -> bool:
             and all(0 <= i < SMALL_K and math.isfinite(g) for i, g in out))
 
 
-def _deltas_ok(out: Any) -> bool:
-    prev = None
-    for d in out:
-        if not (d.base_version < d.version and (prev is None or prev == d.base_version)):
+def _downlink_view(d: Any) -> tuple:
+    """A Downlink as plain (kind, base, version, [(indices, values) per section]) for comparison."""
+    if d.kind == "log":
+        sections = [(np.asarray(r.indices), np.asarray(r.values)) for r in d.rounds]
+    elif d.kind == "set":
+        sections = [(np.asarray(d.indices), np.asarray(d.values))]
+    else:
+        sections = [(np.arange(SMALL_K), np.asarray(d.values))]
+    return (d.kind, d.base_version, d.version, sections)
+
+
+def _downlink_ok(out: Any) -> bool:
+    kind, base, version, sections = out
+    if kind not in ("log", "set", "dense") or not 0 <= base <= version <= SMALL_ROUNDS:
+        return False
+    if kind == "dense" and (base != 0 or sections[0][1].shape != (SMALL_K,)):
+        return False
+    if kind == "log" and len(sections) != version - base:
+        return False
+    for idx, val in sections:
+        if idx.shape != val.shape or val.dtype != np.float32 or not np.isfinite(val).all():
             return False
-        idx = np.asarray(d.indices)
         if idx.size and (idx.min() < 0 or idx.max() >= SMALL_K or (np.diff(idx) <= 0).any()):
             return False
-        if not np.isfinite(np.asarray(d.values, np.float64)).all():
-            return False
-        prev = d.version
     return True
 
 
@@ -337,12 +353,12 @@ def targets(seed: int = 0) -> list[Target]:
     """Every decoder with a small seeded corpus of valid payloads and their decoded values."""
     import torch
 
-    from pollen.strategies.fedkseed.state import SeedDelta
+    from pollen.strategies.fedkseed.state import SeedAccumulator
     from pollen.strategies.fedkseed.wire import (
-        decode_deltas,
+        decode_downlink,
         decode_pairs,
         decode_probabilities,
-        encode_deltas,
+        encode_downlink,
         encode_pairs,
         encode_probabilities,
     )
@@ -363,27 +379,24 @@ def targets(seed: int = 0) -> list[Target]:
 
         out.append(Target(f"update[{spec}]", dec, _update_ok, corpus))
     pairs = []
-    for dt in ("float32", "float16", "float64"):
-        for n in (0, 1, SMALL_STEPS):
-            p = [(int(i), float(g)) for i, g in zip(rng.integers(0, SMALL_K, n),
-                                                   rng.normal(size=n).astype(np.float16),
-                                                   strict=True)]
-            pairs.append((encode_pairs(p, SMALL_K, value_dtype=dt), p))
+    for n in (0, 1, 2, SMALL_STEPS):
+        p = [(int(i), float(g)) for i, g in zip(rng.integers(0, SMALL_K, n),
+                                               rng.normal(size=n).astype(np.float32), strict=True)]
+        pairs.append((encode_pairs(p, SMALL_K), p))
     out.append(Target("fedkseed.pairs", lambda b: decode_pairs(b, SMALL_K, SMALL_STEPS, "fuzz"),
                       _pairs_ok, pairs))
-    deltas = []
-    for dt in ("float32", "float64"):
-        for sections in (0, 1, 3):
-            ds = []
-            for s in range(sections):
-                idx = np.sort(rng.choice(SMALL_K, size=int(rng.integers(0, 20)), replace=False))
-                vals = rng.normal(size=idx.size).astype(np.float32)
-                ds.append(SeedDelta(s + 1, s + 2, idx.astype(np.int64),
-                                    vals.astype(np.float64 if dt == "float64" else np.float32)))
-            deltas.append((encode_deltas(ds, SMALL_K, value_dtype=dt), ds))
-    out.append(Target("fedkseed.deltas",
-                      lambda b: decode_deltas(b, SMALL_K, "fuzz", max_version=SMALL_ROUNDS),
-                      _deltas_ok, deltas))
+    downs = []
+    acc = SeedAccumulator(SMALL_K, 1, 1e-3)
+    for r in range(4):
+        acc.aggregate([([(int(i), float(g)) for i, g in zip(
+            rng.integers(0, SMALL_K, SMALL_STEPS), rng.normal(size=SMALL_STEPS), strict=True)], 3)])
+        for base in sorted({0, max(0, acc.version - 2)}):
+            for d in acc.downlinks(base):
+                downs.append((encode_downlink(d, SMALL_K), _downlink_view(d)))
+    out.append(Target("fedkseed.downlink",
+                      lambda b: _downlink_view(decode_downlink(b, SMALL_K, "fuzz",
+                                                               max_version=SMALL_ROUNDS)),
+                      _downlink_ok, downs))
     probs = []
     for _ in range(3):
         p = rng.random(SMALL_K).astype(np.float32)

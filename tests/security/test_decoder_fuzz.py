@@ -1,7 +1,7 @@
 """Property-based fuzz of every decoder that reads bytes from another party (issue 10, part 5).
 
 Decoders: the pollen.v1 update wire (one target per codec, decoded with that codec's stage chain
-configured, as the server does), FedKSeed pairs (server side), FedKSeed deltas and seed
+configured, as the server does), FedKSeed pairs (server side), FedKSeed down-link and seed
 probabilities (client side), FRL rankings (both sides). Inputs: random bytes, and mutations of
 valid payloads (bit flips, truncation, byte overwrites, insertions/deletions, big integers written
 over length and count fields, splices of two payloads, and for updates edits of the TensorList
@@ -15,8 +15,9 @@ lands in a value (a float, a codebook entry, a sign bit, an id swapped within a 
 yields a different payload that is exactly as well-formed as an honest one; no decoder can or
 should tell them apart. So an accepted mutated input must decode to values that pass every
 invariant the consumer relies on: the expected names, shapes, float32 dtype and finiteness for
-updates; count <= local steps, ids < K and finite values for pairs; consecutive versions,
-increasing ids < K and finite values for deltas; K finite non-negative probabilities summing to 1;
+updates; count <= local steps, ids < K and finite values for pairs; consecutive versions within
+the run, increasing ids < K and finite float32 values for the down-link; K finite non-negative
+probabilities summing to 1;
 a permutation of the right size per expected layer for rankings. Unmutated valid payloads must be
 accepted and decode to exactly what was encoded (the codec's reconstruction for updates).
 CI runs 200 examples per decoder and property; bench/fuzz_decoders.py runs 100,000+.
@@ -47,7 +48,7 @@ def _decode(target: hostile.Target, blob: bytes) -> tuple[bool, object]:
 
 def test_every_decoder_is_fuzzed() -> None:
     names = set(TARGETS)
-    assert {"fedkseed.pairs", "fedkseed.deltas", "fedkseed.probs", "frl.rankings"} <= names
+    assert {"fedkseed.pairs", "fedkseed.downlink", "fedkseed.probs", "frl.rankings"} <= names
     assert sum(n.startswith("update[") for n in names) == len(hostile.CODECS)
 
 

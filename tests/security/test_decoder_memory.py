@@ -31,7 +31,7 @@ FIELDS = {
     "rice_bomb": "indices", "zstd_declared_huge": "body_size", "zstd_lying_header": "body",
     "zstd_understated": "body", "zstd_big_window": "body", "many_tensors": "tensors",
     "packed_shape": "tensors.shape", "stage_args": "compression.args",
-    "fedkseed_pairs_count": "count", "fedkseed_deltas_sections": "length", "frl_layers": None,
+    "fedkseed_pairs_count": "indices", "fedkseed_deltas_sections": "log.rounds", "frl_layers": "layers",
     "frl_ids": "fc1.weight",
 }
 

@@ -460,3 +460,17 @@ def test_simulate_listens_on_loopback_only(tmp_path):
     assert any(n.startswith(("flower-superlin", "flwr")) for n in names), seen
     exposed = sorted(s for s in seen if not _is_loopback(s[1]))
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_eval_every_skips_central_evaluation_but_not_the_ledger(tmp_path):
+    from pollen.server.runner import evaluates
+
+    assert [r for r in range(6) if evaluates(r, 5, 2)] == [0, 2, 4, 5]
+    assert [r for r in range(6) if evaluates(r, 5, 0)] == [5]
+    cfg = _tiny_cfg(tmp_path, rounds=3, eval_every=2)
+    out = tmp_path / "cadence"
+    _serve(cfg, out, InProcessGrid(4, _handler({})))
+    rows = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    assert [r.get("eval_loss") is not None for r in rows] == [True, False, True, True]
+    assert all(r["aggregated"] == 4 for r in rows[1:])  # every round still trained and was accounted

@@ -45,7 +45,6 @@ from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.fedkseed.wire import ZO_SEEDS, encode_pairs
 from pollen.strategies.fedpeft.wire import PEFT
 from pollen.strategies.frl.wire import SUPERMASK
-from tests.tiny_llama import save_tiny_llama
 
 ensure_task_identity()
 
@@ -390,22 +389,3 @@ def test_a_run_with_hostile_nodes_completes_with_the_honest_ones(
         field = BAD[shape][1]
         assert any(f"node {pid + 1}:" in d and field.lower() in d.lower() for d in drops), (shape, drops)
     assert sum(f"node {twice + 1}:" in d for d in drops) == 2
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LLaMA-shaped model with SmolLM2's tokenizer (as tests/strategies/fedkseed uses)."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), num_hidden_layers=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Instruction data in three categories of different sizes (6, 11, 19 examples)."""
-    rows = []
-    for cat, n in (("greetings", 6), ("food", 11), ("science", 19)):
-        for i in range(n):
-            rows.append({"prompt": f"Tell me about {cat} number {i}.",
-                         "response": f"Here is {cat} fact {i}: it is {i % 5}.", "category": cat})
-    path = tmp_path_factory.mktemp("tiny-data") / "tiny.json"
-    path.write_text(json.dumps(rows))
-    return path

@@ -1,10 +1,11 @@
 """The full (non-PEFT) model a FedKSeed party tunes with zeroth-order steps, tagged with its version.
 
-The global model is w_v = w_0 - lr * sum of the per-round accumulator deltas up to version v. A
-`ZOModel` holds one such w_v: w_0 is the model as `pollen.models.load_model` gives it (deterministic
-from disk and the run seed, so every party starts from the same bits) and `advance` replays deltas in
-order. Only the parameters whose name matches `[fedkseed] params` (a regex, empty = all) are tuned;
-the list order is `named_parameters()` order, which fixes what z(s) means on every party.
+The global model is w_v = w_0 - lr * sum_j A_v[j] z(s_j). A `ZOModel` holds one such w_v and a copy
+of w_0 (the tuned tensors as `pollen.models.load_model` gives them: deterministic from disk and the
+run seed, so every party starts from the same bits); `load_accumulator` rebuilds w_v from w_0 and
+A_v with `state.rebuild`, the one computation every party uses, so equal A_v means equal bits.
+Only the parameters whose name matches `[fedkseed] params` (a regex, empty = all) are tuned; the
+list order is `named_parameters()` order, which fixes what z(s) means on every party.
 
 Clients keep ONE model per process (`process_model`): in simulation one Ray actor serves many nodes,
 and since every node's starting point in a round is the same global model, one copy at the newest
@@ -13,9 +14,7 @@ version serves them all. The server builds its own (`load_zo_model`) for central
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +27,9 @@ from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.errors import ConfigError, DataError, PayloadError
 from pollen.models import load_model
+from pollen.registry import process_cache
 from pollen.strategies.fedkseed.seeds import candidate_seeds
-from pollen.strategies.fedkseed.state import SeedDelta, advance
+from pollen.strategies.fedkseed.state import rebuild
 
 
 def select_params(model: torch.nn.Module, pattern: str) -> tuple[list[str], list[torch.Tensor]]:
@@ -55,9 +55,10 @@ class ZOModel:
     names: list[str]
     params: list[torch.Tensor]
     seeds: np.ndarray  # the K candidate seeds
+    w0: list[torch.Tensor]  # the tuned tensors at version 0 (kept: every version is rebuilt from them)
     version: int = 0
-    # Which run the version counts in (client processes may outlive a run in tests/deployments).
-    run_id: int | None = None
+    # The accumulator the weights were rebuilt from (None: w_0 itself).
+    A: np.ndarray | None = None
 
     @property
     def pad_id(self) -> int:
@@ -67,23 +68,18 @@ class ZOModel:
     def numel(self) -> int:
         return sum(p.numel() for p in self.params)
 
-    def advance(self, deltas: Sequence[SeedDelta]) -> None:
-        """Replay the deltas after `self.version` in order; earlier ones are skipped, a gap raises."""
-        todo = [d for d in deltas if d.base_version >= self.version]
-        for d in todo:
-            if d.base_version != self.version:
-                raise PayloadError(f"delta {d.base_version}->{d.version} does not continue the model "
-                                   f"at version {self.version}", field="deltas")
-            advance(self.params, [d], self.seeds, self.cfg.fedkseed.lr, rng=self.cfg.fedkseed.rng)
-            self.version = d.version
-
-    def reset(self) -> None:
-        """Back to w_0 (version 0): reload the tuned tensors from disk."""
-        fresh = load_zo_model(self.cfg)
+    def load_accumulator(self, a: np.ndarray, version: int) -> None:
+        """Become w_version = rebuild(w_0, A): a no-op when these weights already came from the same A."""
+        a = np.asarray(a, np.float32)
+        if a.shape != self.seeds.shape:
+            raise PayloadError(f"accumulator has shape {a.shape}, need {self.seeds.shape}", field="A")
+        if self.A is not None and self.version == version and np.array_equal(self.A, a):
+            return
+        # no_grad, not inference_mode: apply_seeds fills buffers on worker threads, where an
+        # inference-mode tensor made on this thread may not be written.
         with torch.no_grad():
-            for p, q in zip(self.params, fresh.params, strict=True):
-                p.copy_(q)
-        self.version, self.run_id = 0, None
+            rebuild(self.params, self.w0, a, self.seeds, self.cfg.fedkseed.lr, rng=self.cfg.fedkseed.rng)
+        self.A, self.version = a.copy(), version
 
 
 def load_zo_model(cfg: PollenConfig) -> ZOModel:
@@ -93,10 +89,11 @@ def load_zo_model(cfg: PollenConfig) -> ZOModel:
     lm.model.requires_grad_(False)  # no backward pass anywhere in this family
     names, params = select_params(lm.model, cfg.fedkseed.params)
     return ZOModel(cfg=cfg, model=lm.model, tokenizer=lm.tokenizer, task=lm.task, names=names,
-                   params=params, seeds=candidate_seeds(cfg.fedkseed.k, cfg.run.seed))
+                   params=params, seeds=candidate_seeds(cfg.fedkseed.k, cfg.run.seed),
+                   w0=[p.detach().clone() for p in params])
 
 
-@functools.lru_cache(maxsize=1)
+@process_cache(maxsize=1)
 def _process_model(cfg_json: str) -> ZOModel:
     return load_zo_model(PollenConfig.from_json(cfg_json))
 
@@ -106,7 +103,7 @@ def process_model(cfg: PollenConfig) -> ZOModel:
     return _process_model(cfg.to_json())
 
 
-@functools.lru_cache(maxsize=4)
+@process_cache(maxsize=4)
 def _encoded(cfg_json: str, partition_id: int, num_partitions: int) -> Encoded:
     cfg = PollenConfig.from_json(cfg_json)
     idx = client_indices(cfg, partition_id, num_partitions)

@@ -1,7 +1,9 @@
-"""Server hooks of FedKSeed: central evaluation on the server's own replayed model, final model save.
+"""Server hooks of FedKSeed: central evaluation on the server's own rebuilt model, final model save.
 
-The server keeps its own copy of the full model and moves it along the accumulator's per-round log
-(the same replay every client does), so its evaluation sees exactly the clients' global model.
+The server keeps its own copy of the full model and rebuilds it from w_0 and the accumulator with the
+same call every client uses (`ZOModel.load_accumulator`), so its evaluation sees exactly, bit for bit,
+the clients' global model. The strategy's state (accumulator, per-round log, Pro statistics) is
+checkpointed every round, so `pollen server --resume` works (`resumable`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def save_final(zm: ZOModel, acc: SeedAccumulator, out: Path) -> Path:
 
 
 class ZOServer(ServerSide):
-    """The server keeps a full model and replays the accumulator's log onto it before evaluating."""
+    """The server keeps a full model and rebuilds it from the accumulator before evaluating."""
+
+    resumable = True
 
     def __init__(self, cfg: PollenConfig) -> None:
         super().__init__(cfg)
@@ -101,10 +105,10 @@ class ZOServer(ServerSide):
         """Advance the server's model to the round's version, then evaluate it."""
         assert self.acc is not None
         version = int(arrays["version"].numpy()[0])
-        self.zm.advance(self.acc.deltas_since(self.zm.version))
-        if self.zm.version != version:
-            raise ConfigError(f"server model at version {self.zm.version}, round {server_round} "
+        if self.acc.version != version:
+            raise ConfigError(f"server accumulator at version {self.acc.version}, round {server_round} "
                               f"ended at {version}")
+        self.zm.load_accumulator(self.acc.A, self.acc.version)
         res = evaluate(self.zm.model, batches(self.eval_set, 16, self.zm.pad_id, seed=0, shuffle=False),
                        self.zm.task)
         return res.metrics()
@@ -112,6 +116,6 @@ class ZOServer(ServerSide):
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:
         assert isinstance(strategy, FedKSeed)
-        self.zm.advance(strategy.acc.deltas_since(self.zm.version))
+        self.zm.load_accumulator(strategy.acc.A, strategy.acc.version)
         save_final(self.zm, strategy.acc, out)
         return {"accumulator": strategy.acc}

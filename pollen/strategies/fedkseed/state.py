@@ -1,12 +1,21 @@
 """FedKSeed / FedKSeed-Pro server state, free of Flower: the K-vector accumulator and its history.
 
-The global model is never sent: w_v = w_0 - lr * sum_j A_j z(s_j). Two ways to obtain it:
-- ``advance(params, deltas_since(v), ...)`` replays the per-round deltas in order. This is the canonical
-  path: cheap (only the seeds touched in those rounds) and bit-identical for every party that starts
-  from the same w_v, so a client that skipped rounds lands on exactly the model of one that did not.
-- ``reconstruct(w_0, acc)`` rebuilds from scratch with A (all K seeds); equal to the replay up to float
-  rounding. Use it for recovery or checks, not as the per-round path.
-Per-round deltas are float32 (what goes on the wire); A is their float64 sum.
+The global model is never sent: w_v = w_0 - lr * sum_j A_v[j] z(s_j), and it is *defined* by that
+formula evaluated one way only: ``rebuild(params, w_0, A_v, ...)`` (one `apply_seeds` call over the
+nonzero entries of the float32 A_v, in index order, from a kept copy of w_0). Every party (clients,
+the server's evaluation, the final save) builds its model with that call from the same A_v bits, so
+**parties that hold the same A_v hold the same model, bit for bit**, however they came by A_v, and
+nobody's model can drift from anybody else's over rounds.
+
+A_v itself is float32 and exact everywhere: the server adds each round's float32 delta into it
+(`aggregate`), and a client reaches the same bits either by the same float32 adds (the per-round
+log) or by receiving A_v's values outright (`SeedSet`: the entries changed since its version;
+`dense`: all K). `plan_downlink` picks whichever is smallest, so a message is never larger than
+4·K bytes plus a header however long the client was away (weight decay does not enter the global
+update: it acts inside a client's local steps only, so no per-round factor is needed).
+
+``advance(params, deltas, ...)`` (incremental replay, fewer regenerations) remains for checks: it
+equals ``rebuild`` up to float rounding only, so it is not the model any party serves.
 """
 
 from __future__ import annotations
@@ -34,7 +43,46 @@ class SeedDelta:
     base_version: int
     version: int
     indices: np.ndarray  # int64, strictly increasing, in [0, K)
-    values: np.ndarray  # float32 per round; float64 when merged over rounds
+    values: np.ndarray  # float32
+
+
+@dataclass(frozen=True)
+class Downlink:
+    """What the server sends a client: how to take A from base_version to version.
+
+    kind "log": `rounds`, the per-round deltas (A[idx] += values, float32, in order);
+    kind "set": A_version's values at `indices` (every entry changed after base_version; from
+    base_version 0, every nonzero entry, the others being 0);
+    kind "dense": `values` is A_version entirely (base_version 0).
+    """
+
+    kind: str
+    base_version: int
+    version: int
+    rounds: tuple[SeedDelta, ...] = ()
+    indices: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+def apply_downlink(held: np.ndarray | None, held_version: int, down: Downlink) -> np.ndarray | None:
+    """The receiver's A at down.version (float32, new array), or None when it cannot get there
+    (it holds a version older than down.base_version: its state was lost)."""
+    if down.kind == "dense":
+        assert down.values is not None
+        return np.asarray(down.values, np.float32).copy()
+    if held is None or held_version < down.base_version or held_version > down.version:
+        return None
+    a = np.asarray(held, np.float32).copy()
+    if down.kind == "set":
+        assert down.indices is not None and down.values is not None
+        if down.base_version == 0:  # from version 0 the set lists A's nonzero entries: the rest are 0
+            a[:] = 0.0
+        a[down.indices] = down.values
+        return a
+    for d in down.rounds:
+        if d.base_version >= held_version:
+            a[d.indices] += np.asarray(d.values, np.float32)
+    return a
 
 
 def validate_pairs(pairs: Sequence[tuple[int, float]] | np.ndarray, k: int, max_pairs: int | None,
@@ -69,7 +117,7 @@ class SeedAccumulator:
         self.k, self.master_seed, self.lr, self.pro, self.clip = k, master_seed, lr, pro, clip
         self.equal_weight, self.keep_rounds = equal_weight, keep_rounds
         self.seeds = candidate_seeds(k, master_seed)
-        self.A = np.zeros(k, dtype=np.float64)
+        self.A = np.zeros(k, dtype=np.float32)  # float32: what every party holds, bit for bit
         self.version = 0
         self.log: list[SeedDelta] = []
         # History H_j starts as [0.0] (reference grad_initial): sum 0, count 1.
@@ -95,7 +143,7 @@ class SeedAccumulator:
         d32 = dense.astype(np.float32)
         nz = np.flatnonzero(d32)
         delta = SeedDelta(self.version, self.version + 1, nz, d32[nz])
-        self.A[nz] += d32[nz].astype(np.float64)
+        self.A[nz] += d32[nz]
         self.version += 1
         self.log.append(delta)
         if self.keep_rounds is not None and len(self.log) > self.keep_rounds:
@@ -130,12 +178,38 @@ class SeedAccumulator:
         self._check_version(version)
         if version == 0:
             nz = np.flatnonzero(self.A)
-            return nz, self.A[nz].copy()
+            return nz, self.A[nz].astype(np.float64)
         dense = np.zeros(self.k, dtype=np.float64)
         for d in self.deltas_since(version):
             dense[d.indices] += d.values.astype(np.float64)
         nz = np.flatnonzero(dense)
         return nz, dense[nz]
+
+    def changed_since(self, version: int) -> np.ndarray | None:
+        """Indices touched after `version` (sorted), or None if the log no longer reaches back."""
+        self._check_version(version)
+        if version == 0:
+            return np.flatnonzero(self.A)
+        try:
+            ds = self.deltas_since(version)
+        except StaleVersionError:
+            return None
+        if not ds:
+            return np.zeros(0, np.int64)
+        return np.unique(np.concatenate([d.indices for d in ds]))
+
+    def downlinks(self, version: int) -> list[Downlink]:
+        """Every form that takes a client at `version` to the current A (the caller sends the
+        smallest): the per-round log and the changed entries when the log reaches back, always
+        the dense vector."""
+        out = [Downlink("dense", 0, self.version, values=self.A.copy())]
+        changed = self.changed_since(version)
+        if changed is not None:
+            out.append(Downlink("set", version, self.version, indices=changed,
+                                values=self.A[changed].copy()))
+            if version > 0:
+                out.append(Downlink("log", version, self.version, rounds=tuple(self.deltas_since(version))))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """numpy arrays + JSON-able scalars, for checkpoints."""
@@ -156,10 +230,12 @@ class SeedAccumulator:
             if state[key] != getattr(self, key):
                 raise ConfigError(f"checkpoint has fedkseed {key}={state[key]!r}, run has "
                                   f"{getattr(self, key)!r}")
-        if np.shape(state["A"]) != (self.k,):
-            raise ConfigError(f"checkpoint accumulator has shape {np.shape(state['A'])}, need ({self.k},)")
+        state = {k: np.asarray(v) if hasattr(v, "__array__") else v for k, v in state.items()}
+        if np.shape(state["A"]) != (self.k,) or np.asarray(state["A"]).dtype != np.float32:
+            raise ConfigError(f"checkpoint accumulator must be ({self.k},) float32, got "
+                              f"{np.shape(state['A'])} {np.asarray(state['A']).dtype}")
         self.version = int(state["version"])
-        self.A = np.asarray(state["A"], dtype=np.float64).copy()
+        self.A = np.asarray(state["A"], dtype=np.float32).copy()
         self.abs_sum = np.asarray(state["abs_sum"], dtype=np.float64).copy()
         self.count = np.asarray(state["count"], dtype=np.int64).copy()
         off, idx, val = state["log_offsets"], state["log_indices"], state["log_values"]
@@ -176,13 +252,24 @@ def advance(params: Sequence[torch.Tensor], deltas: Sequence[SeedDelta], seeds: 
         apply_seeds(params, seeds[d.indices], coeffs, rng=rng, threads=threads)
 
 
-def reconstruct(params0: Sequence[torch.Tensor], acc: SeedAccumulator, *, rng: str = "torch",
-                threads: int | None = None) -> list[torch.Tensor]:
-    """w_0 - lr * sum_j A_j z(s_j) as new tensors (seeds with A_j == 0 are skipped)."""
-    out = [p.detach().clone() for p in params0]
-    nz = np.flatnonzero(acc.A)
-    coeffs = [-acc.lr * float(a) for a in acc.A[nz]]
+def rebuild(params: Sequence[torch.Tensor], params0: Sequence[torch.Tensor], a: np.ndarray,
+            seeds: np.ndarray, lr: float, *, rng: str = "torch", threads: int | None = None) -> None:
+    """In place: params = w_0 - lr * sum_j A[j] z(s_j), THE definition of the global model.
+
+    One apply_seeds call over A's nonzero entries in index order (deterministic and independent of
+    the thread count), so equal A bits give equal model bits on every party.
+    """
+    a = np.asarray(a, np.float32)
+    nz = np.flatnonzero(a)
+    coeffs = [-lr * float(x) for x in a[nz]]
     if not all(math.isfinite(c) for c in coeffs):
         raise ConfigError("accumulator holds non-finite values")
-    apply_seeds(out, acc.seeds[nz], coeffs, rng=rng, threads=threads)
+    apply_seeds(params, seeds[nz], coeffs, rng=rng, src=params0, threads=threads)
+
+
+def reconstruct(params0: Sequence[torch.Tensor], acc: SeedAccumulator, *, rng: str = "torch",
+                threads: int | None = None) -> list[torch.Tensor]:
+    """w_0 - lr * sum_j A_j z(s_j) as new tensors (`rebuild` into fresh copies)."""
+    out = [p.detach().clone() for p in params0]
+    rebuild(out, params0, acc.A, acc.seeds, acc.lr, rng=rng, threads=threads)
     return out

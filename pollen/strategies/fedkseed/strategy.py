@@ -1,16 +1,17 @@
 """FedKSeed / FedKSeed-Pro as a Flower strategy: scalars on the wire, a K-vector on the server.
 
-Per round, each sampled node gets ONE message of its own (ConfigRecord "config"):
-``version`` (the global version V it must train from), ``base-version`` b (where the server believes
-the node is: the version it last reported, 0 if never heard from), ``deltas`` (the per-round
-accumulator deltas b -> V, fedkseed/wire.py format, exact float32) and, for Pro, ``probs``.
+Per round, each sampled node gets ONE message of its own (ConfigRecord "config"): ``server-round``,
+``downlink`` (a pollen.v1 SeedDownlink taking the accumulator from b, the version the node last
+reported or 0, to the global version V: the per-round log, the entries changed since b, or A_V
+entirely (4·K bytes), whichever encodes smallest; all three give the same A_V bits) and, for Pro,
+``probs``.
 It replies with ``fedkseed.pairs`` (its (seed index, g) pairs) and metrics ``num-examples``,
 ``model-version`` (the version it trained from) and ``train_loss``.
 
 Catch-up protocol (see pollen.strategies.fedkseed.client for the client half):
 - The server tracks each node's synced version from its replies, so a node that skipped rounds
-  receives every per-round delta it missed; replaying them in order gives bit-for-bit the model of
-  a node that never skipped.
+  receives what changed since; its A_V, hence its model rebuilt from w_0, is bit-for-bit the one
+  of a node that never skipped. The message never exceeds 4·K bytes plus a header.
 - A node that cannot reach V from what it holds (its stored log was lost) trains nothing and reports
   the version it does hold; its reply is dropped and the next message starts from that version.
 - Replies are validated: wrong version, missing fields, garbage bytes, seed index >= K, NaN values,
@@ -35,7 +36,11 @@ from pollen.errors import PayloadError
 from pollen.protocol.records import to_arrays
 from pollen.strategies.fedkseed.config import FedKSeedParams
 from pollen.strategies.fedkseed.state import SeedAccumulator
-from pollen.strategies.fedkseed.wire import decode_pairs, encode_deltas, encode_probabilities
+from pollen.strategies.fedkseed.wire import (
+    decode_pairs,
+    encode_downlink_smallest,
+    encode_probabilities,
+)
 from pollen.strategies.registry import STRATEGIES, StrategyContext, sampling_kwargs, typed_params
 
 # A child of Flower's logger: its lines land in the run's log next to Flower's own round lines.
@@ -81,9 +86,8 @@ class FedKSeed(Strategy):
         messages = []
         for node in node_ids:
             base = min(self.synced.get(node, 0), version)
-            rec = ConfigRecord({**dict(config.items()), "server-round": server_round,
-                                "version": version, "base-version": base,
-                                "deltas": encode_deltas(self.acc.deltas_since(base), self.acc.k)})
+            down, _ = encode_downlink_smallest(self.acc.downlinks(base), self.acc.k)
+            rec = ConfigRecord({**dict(config.items()), "server-round": server_round, "downlink": down})
             if probs is not None:
                 rec["probs"] = probs
             messages.append(Message(content=RecordDict({"config": rec}), dst_node_id=node,
@@ -118,6 +122,21 @@ class FedKSeed(Strategy):
         if losses:
             metrics["train_loss"] = sum(x * n for x, n in losses) / sum(n for _, n in losses)
         return self.initial_arrays(), MetricRecord(metrics)
+
+    # -- checkpoints (pollen server --resume) ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The accumulator: A, its version, the per-round log and the Pro |g| statistics (hence the
+        seed probabilities). Sampling needs no state (seeded by run seed and round).
+
+        Nodes' synced versions are deliberately not kept: after a server restart the nodes hold
+        nothing for the new run (Flower's context.state is per run, node ids are new), so every
+        node's first message after a resume is the full A (<= 4·K bytes), which any node can apply.
+        """
+        return {f"acc/{k}": v for k, v in self.acc.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.acc.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("acc/")})
+        self.synced = {}
 
     def _sample(self, grid: Grid, server_round: int) -> list[int]:
         """Flower's `sample_nodes` waits for enough nodes; the pick itself is seeded by (seed, round)

@@ -6,7 +6,6 @@ round costs training, not loading.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.models import apply_peft, load_model
 from pollen.models.peft_methods import trainable_state
+from pollen.registry import process_cache
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Runtime:
         return {k: v.copy() for k, v in self.initial.items()}
 
 
-@functools.lru_cache(maxsize=1)
+@process_cache(maxsize=1)
 def _runtime(cfg_json: str) -> Runtime:
     cfg = PollenConfig.from_json(cfg_json)
     data = data_for(cfg)
@@ -58,7 +58,7 @@ def runtime(cfg: PollenConfig) -> Runtime:
     return _runtime(cfg.to_json())
 
 
-@functools.lru_cache(maxsize=4)
+@process_cache(maxsize=4)
 def _encoded(cfg_json: str, partition_id: int, num_partitions: int) -> Encoded:
     cfg = PollenConfig.from_json(cfg_json)
     rt = _runtime(cfg_json)

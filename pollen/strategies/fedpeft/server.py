@@ -15,7 +15,7 @@ from pollen.models.peft_methods import load_trainable_state
 from pollen.models.train import evaluate
 from pollen.protocol.records import from_arrays, to_arrays
 from pollen.strategies.fedpeft import downlink
-from pollen.strategies.fedpeft.artifacts import save_final
+from pollen.strategies.fedpeft.artifacts import save_final, save_round_adapter
 from pollen.strategies.fedpeft.downlink import DownlinkServer
 from pollen.strategies.fedpeft.runtime import eval_data, runtime
 from pollen.strategies.method import ServerSide
@@ -75,8 +75,13 @@ class PeftServer(ServerSide):
                        self.rt.task)
         return res.metrics()
 
+    def save_round(self, out: Path, server_round: int, arrays: ArrayRecord) -> None:
+        if self.cfg.run.keep_round_adapters:
+            load_trainable_state(self.rt.model, from_arrays(arrays))
+            save_round_adapter(self.rt, out, server_round, keep=self.cfg.run.keep_round_adapters)
+
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:
         load_trainable_state(self.rt.model, from_arrays(arrays))
-        save_final(self.rt, out)
+        save_final(self.rt, out, rows)
         return {}

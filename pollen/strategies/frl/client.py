@@ -37,7 +37,7 @@ def _instruction(msg: Message) -> tuple[bytes, int, float, int]:
 def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: int) -> RecordDict:
     blob, server_round, lr, epochs = _instruction(msg)
     rt = frl_runtime(cfg)
-    ranking = decode_rankings(blob, rt.sizes, client="server")
+    ranking = decode_rankings(blob, rt.sizes, client="server", direction="down")
     set_scores(rt.model, {k: scores_from_ranking(ranking[k], rt.sorted_scores[k]) for k in rt.sizes})
     torch.manual_seed(torch_seed(cfg.run.seed, server_round, pid))
     x, y = client_examples(cfg, pid, n_parts)

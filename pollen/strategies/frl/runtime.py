@@ -15,7 +15,6 @@ Built once per process and config (Ray actors and the server live across rounds)
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from pollen.models.supermask import (
     wrap_linear_with_supermask,
 )
 from pollen.protocol.seeding import cap_indices
+from pollen.registry import process_cache
 
 IMAGE_DATASETS = ("fashion-mnist",)
 # Per-round central evaluation uses this fixed slice of the 10k test images, for speed;
@@ -166,7 +166,7 @@ def _image_split(cfg: PollenConfig) -> Split:
                  d.test_labels[:EVAL_IMAGES].astype(np.int64), len(CLASSES), image=True)
 
 
-@functools.lru_cache(maxsize=1)
+@process_cache(maxsize=1)
 def _runtime(cfg_json: str) -> FRLRuntime:
     cfg = PollenConfig.from_json(cfg_json)
     tokens = None
@@ -189,7 +189,7 @@ def frl_runtime(cfg: PollenConfig) -> FRLRuntime:
     return _runtime(cfg.to_json())
 
 
-@functools.lru_cache(maxsize=2)
+@process_cache(maxsize=2)
 def _parts(cfg_json: str, n_clients: int) -> tuple[np.ndarray, ...]:
     cfg = PollenConfig.from_json(cfg_json)
     labels = _runtime(cfg_json).split.train_y

@@ -48,6 +48,10 @@ def evaluate_rankings(rt: FRLRuntime, rankings: dict[str, torch.Tensor], x: np.n
 class FRLServer(ServerSide):
     """Global rankings → scores → held-out loss/accuracy; the vote's accepted count goes to the ledger."""
 
+    # Every round's checkpoint holds the global ranking (the arrays) and the strategy's state_dict
+    # (score multiset + ranking); sampling, lr and client seeds derive from (seed, round) alone.
+    resumable = True
+
     def __init__(self, cfg: PollenConfig) -> None:
         super().__init__(cfg)
         self.rt = frl_runtime(cfg)

@@ -2,9 +2,9 @@
 
 The ArrayRecord that Flower's `Strategy.start` threads through the rounds holds the global ranking per
 layer (int64 edge ids, least to most important); it never travels. What travels is the compact
-`frl/wire.py` encoding (⌈log₂ n⌉ bits per edge) as bytes in a ConfigRecord, both ways. Clients rebuild the
-global scores exactly from it and the seed-derived score multiset. Every reply is untrusted: a ranking
-that does not decode to valid permutations of the right sizes is logged and left out of the vote, and
+`frl/wire.py` encoding (⌈log₂ n⌉ bits per edge; pollen.v1 GlobalRanking down, ClientRanking up) as
+bytes in a ConfigRecord. Clients rebuild the global scores exactly from it and the seed-derived score
+multiset. Every reply is untrusted: a ranking that does not decode to valid permutations of the right sizes is logged and left out of the vote, and
 the round completes with the rest (with none left, the global ranking stays as it was).
 """
 
@@ -30,7 +30,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pollen.errors import PayloadError
+from pollen.errors import ConfigError, ModelError, PayloadError
 from pollen.strategies.frl.config import FRLParams
 from pollen.strategies.frl.core import FRLServerState
 from pollen.strategies.frl.wire import RANKING, RECORD, decode_rankings, encode_rankings
@@ -74,6 +74,31 @@ class FRLStrategy(Strategy):
                     for k in self.state.shapes}
         self.state = FRLServerState(self.state.shapes, self.state.sorted_scores, rankings)
 
+    # -- checkpoint (pollen/server/checkpoint.py) -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The vote state: per layer its shape, the fixed score multiset and the global ranking.
+
+        Nothing else needs saving: node sampling, the round's lr and the clients' seeds are functions
+        of (run.seed, round), and the runner checkpoints the round and the global RNGs itself.
+        """
+        return {**self.state.state_dict(), "weighted": self.weighted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; a score multiset other than this run's (another seed or model) is refused."""
+        state = dict(state)
+        if bool(state.pop("weighted", self.weighted)) != self.weighted:
+            raise ConfigError("--resume: the checkpoint's FRL vote weighting differs from this run's")
+        restored = FRLServerState(self.state.shapes, self.state.sorted_scores, self.state.rankings)
+        try:
+            restored.load_state_dict(state)
+        except ModelError as e:
+            raise ConfigError(f"--resume: {e}") from None
+        for k, s in restored.sorted_scores.items():
+            if not torch.equal(s.to(self.state.sorted_scores[k].dtype), self.state.sorted_scores[k]):
+                raise ConfigError(f"--resume: the checkpoint's score multiset of layer {k!r} is not the "
+                                  "one this run's seed and model give")
+        self.state = restored
+
     def round_lr(self, server_round: int) -> float:
         """Reference schedule lr·decay^e with e counted from 0 (Flower round 1 → e = 0)."""
         return self.lr * self.lr_decay ** (server_round - 1)
@@ -101,7 +126,8 @@ class FRLStrategy(Strategy):
         conf["server-round"] = server_round
         conf["lr"] = self.round_lr(server_round)
         conf["local-epochs"] = self.local_epochs
-        content = RecordDict({RECORD: ConfigRecord({RANKING: encode_rankings(self.state.rankings)}),
+        down = encode_rankings(self.state.rankings, "down")
+        content = RecordDict({RECORD: ConfigRecord({RANKING: down}),
                               "config": conf})
         return [Message(content=content, message_type=MessageType.TRAIN, dst_node_id=n)
                 for n in self._sample(grid, server_round)]

@@ -23,7 +23,7 @@ from pollen.strategies.fedkseed.runtime import (
 from pollen.strategies.fedkseed.server import save_final
 from pollen.strategies.fedkseed.state import SeedAccumulator
 from pollen.strategies.fedkseed.strategy import FedKSeed
-from pollen.strategies.fedkseed.wire import decode_pairs
+from pollen.strategies.fedkseed.wire import decode_downlink, decode_pairs
 
 RUN_ID, NODES = 7, [101, 102, 103]
 
@@ -103,7 +103,7 @@ def test_round_equals_weighted_fedavg_of_clients_local_models(tiny_model_dir, ti
     with torch.no_grad():
         for p, w in zip(server.params, w0, strict=True):
             p.copy_(w)
-    server.advance(strategy.acc.deltas_since(0))
+    server.load_accumulator(strategy.acc.A, strategy.acc.version)
     w = np.array(sizes) / sum(sizes)
     fedavg = sum(float(wi) * loc for wi, loc in zip(w, locals_, strict=True))
     base = flat(w0)
@@ -116,8 +116,8 @@ def test_round_equals_weighted_fedavg_of_clients_local_models(tiny_model_dir, ti
 
 
 def test_skipped_rounds_fresh_process_and_lost_state_catch_up_exactly(tiny_model_dir, tiny_data):
-    cfg = tiny_cfg(tiny_model_dir, tiny_data,
-                   **{"fedkseed.params": r"layers\.1\.|norm", "fedkseed.local_steps": 4})
+    cfg = tiny_cfg(tiny_model_dir, tiny_data,  # 5 rounds: clients refuse versions beyond run.rounds
+                   **{"fedkseed.params": r"layers\.1\.|norm", "fedkseed.local_steps": 4, "run.rounds": 5})
     acc = SeedAccumulator(cfg.fedkseed.k, master_seed=cfg.run.seed, lr=cfg.fedkseed.lr)
     strategy = FedKSeed(acc, local_steps=4, min_available_nodes=1)
     ctxs = contexts()
@@ -132,12 +132,12 @@ def test_skipped_rounds_fresh_process_and_lost_state_catch_up_exactly(tiny_model
     assert old_process.version == 1
     _process_model.cache_clear()  # node b's next message lands in a fresh process (c = 0)
     msgs, replies = run_round(strategy, 3, [b], ctxs, cfg)
-    conf = msgs[0].content["config"]
-    assert (conf["base-version"], conf["version"]) == (0, 2)  # b last trained from version 0
+    down = decode_downlink(msgs[0].content["config"]["downlink"], cfg.fedkseed.k)
+    assert down.version == 2 and down.base_version == 0  # b last trained from version 0
     fresh = process_model(cfg)
     assert fresh is not old_process and fresh.version == 2
-    server.advance(acc.deltas_since(0))
-    old_process.advance(acc.deltas_since(1))
+    server.load_accumulator(acc.A, acc.version)
+    old_process.load_accumulator(acc.A, acc.version)
     assert server.version == old_process.version == 2
     assert torch.equal(flat(fresh.params), flat(server.params))  # bit-identical catch-up
     assert torch.equal(flat(old_process.params), flat(server.params))
@@ -153,13 +153,19 @@ def test_skipped_rounds_fresh_process_and_lost_state_catch_up_exactly(tiny_model
     assert set(strategy.dropped) == {c} and "version 0" in strategy.dropped[c]
     assert strategy.synced[c] == 0 and acc.version == 4
     msgs, replies = run_round(strategy, 5, [c], ctxs, cfg)
-    assert msgs[0].content["config"]["base-version"] == 0
+    assert decode_downlink(msgs[0].content["config"]["downlink"], cfg.fedkseed.k).base_version == 0
     strategy.aggregate_train(5, replies)
     assert not strategy.dropped and acc.version == 5
-    server.advance(acc.deltas_since(2))
+    server.load_accumulator(acc.A, acc.version)
     p = process_model(cfg)
-    p.advance(acc.deltas_since(p.version))
+    p.load_accumulator(acc.A, acc.version)
     assert torch.equal(flat(p.params), flat(server.params))
+    # Every node's stored accumulator is the server's, bit for bit, at the version it last trained.
+    for n in NODES:
+        held, v = zo_client.node_accumulator(ctxs[n], cfg.fedkseed.k)
+        assert v == strategy.synced[n] and held is not None
+        if v == acc.version:
+            assert np.array_equal(held, acc.A)
 
 
 def test_uplink_at_200_steps_and_pro_downlink(tiny_model_dir, tiny_data, tmp_path):
@@ -177,7 +183,7 @@ def test_uplink_at_200_steps_and_pro_downlink(tiny_model_dir, tiny_data, tmp_pat
     assert not strategy.dropped and math.isfinite(replies[0].content["metrics"]["train_loss"])
     # The final save: full model (HF-loadable) + accumulator + manifest.
     server = process_model(cfg)
-    server.advance(strategy.acc.deltas_since(0))
+    server.load_accumulator(strategy.acc.A, strategy.acc.version)
     target = save_final(server, strategy.acc, tmp_path)
     names = {p.name for p in target.iterdir()}
     assert {"model.safetensors", "config.json", "fedkseed_state.safetensors",
@@ -186,3 +192,20 @@ def test_uplink_at_200_steps_and_pro_downlink(tiny_model_dir, tiny_data, tmp_pat
     assert torch.equal(flat(again.params), flat(server.params))
     assert save_final(server, strategy.acc, tmp_path) == target  # replaces atomically
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_rebuild_on_several_threads_equals_one_thread(tiny_model_dir, tiny_data):
+    """The server and clients rebuild with torch's thread count (a thread pool over seed groups):
+    same bits as one thread, and no inference-mode tensor crosses threads."""
+    cfg = tiny_cfg(tiny_model_dir, tiny_data)
+    acc = SeedAccumulator(cfg.fedkseed.k, master_seed=cfg.run.seed, lr=cfg.fedkseed.lr)
+    rng = np.random.default_rng(0)
+    acc.aggregate([(list(zip(rng.integers(0, 64, 40).tolist(), rng.normal(size=40).tolist(),
+                             strict=True)), 5)])
+    one = load_zo_model(cfg)
+    one.load_accumulator(acc.A, acc.version)
+    torch.set_num_threads(4)  # the fixture puts 1 back
+    many = load_zo_model(cfg)
+    many.load_accumulator(acc.A, acc.version)
+    assert torch.equal(flat(one.params), flat(many.params))
+    assert not torch.equal(flat(many.params), flat(many.w0))

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
+from pollen.compression._proto.pollen.v1 import fedkseed_pb2 as pb
 from pollen.config import PollenConfig
 from pollen.strategies import StrategyContext, build_strategy, method_for
-from pollen.strategies.fedkseed.state import SeedAccumulator
+from pollen.strategies.fedkseed.state import SeedAccumulator, apply_downlink
 from pollen.strategies.fedkseed.strategy import REPLY_KEY, FedKSeed
-from pollen.strategies.fedkseed.wire import decode_deltas, decode_probabilities, encode_pairs
+from pollen.strategies.fedkseed.wire import decode_downlink, decode_probabilities, encode_pairs
 
 K, STEPS = 64, 4
 
@@ -49,8 +49,8 @@ def reply(node: int, pairs_blob: bytes | None, n=10, version=0, loss: float = 1.
 
 def raw_pairs(idx: list[int], val: list[float]) -> bytes:
     """Hand-made wire bytes (bypassing the encoder's own checks)."""
-    return (struct.pack("<BBI", 1, 0, len(idx)) + np.array(idx, "<u2").tobytes()
-            + np.array(val, "<f4").tobytes())
+    return pb.SeedPairs(format_version=1, k=K, indices=np.array(idx, "<u2").tobytes(),
+                        values=np.array(val, "<f4").tobytes()).SerializeToString()
 
 
 def test_registered_as_one_method_with_pro_name():
@@ -88,8 +88,8 @@ def test_invalid_replies_dropped_round_completes(caplog):
     good = [reply(1, encode_pairs([(1, 0.5)], K), n=10), reply(2, encode_pairs([(3, 1.0)], K), n=30)]
     ins = Message(content=RecordDict({}), dst_node_id=99, message_type=MessageType.TRAIN)
     bad = {
-        10: reply(10, b"\x01\x00\x02\x00\x00\x00garbage"),  # header says 2 pairs, 7 bytes follow
-        18: reply(18, b"\xff" * 5),  # shorter than a header
+        10: reply(10, raw_pairs([1, 2], [0.5])),  # 2 indices, 1 value
+        18: reply(18, b"\xff" * 5),  # not a message at all
         11: reply(11, raw_pairs([K], [1.0])),  # seed index >= K
         12: reply(12, raw_pairs([3], [float("nan")])),
         13: reply(13, encode_pairs([(0, 1.0)] * (STEPS + 1), K)),  # more pairs than local steps
@@ -107,8 +107,8 @@ def test_invalid_replies_dropped_round_completes(caplog):
     expect[1], expect[3] = 0.5 * 10 / 40, 1.0 * 30 / 40
     assert np.allclose(s.acc.A, expect, atol=1e-7)
     assert set(s.dropped) == set(bad) - {99} and s.failed == {99: "client crashed"}
-    for node, why in [(10, "expected 18"), (18, "header"), (11, ">= K"), (12, "non-finite"),
-                      (13, "local steps"), (14, "model-version"), (15, "metrics"), (16, "num-examples"),
+    for node, why in [(10, "1 values for 2 indices"), (18, "SeedPairs"), (11, ">= K"),
+                      (12, "non-finite"), (13, "over its limit"), (14, "model-version"), (15, "metrics"), (16, "num-examples"),
                       (17, "pairs")]:
         assert why in s.dropped[node], (node, s.dropped[node])
         assert f"node {node}:" in caplog.text
@@ -118,29 +118,37 @@ def test_invalid_replies_dropped_round_completes(caplog):
     assert arrays is None and metrics is None and s.acc.version == 1
 
 
-def test_configure_train_one_message_per_node_with_the_deltas_it_lacks():
+def test_configure_train_one_message_per_node_with_what_it_lacks():
+    """Each node gets the smallest downlink from the version it last reported; applying it to the
+    accumulator the node holds gives the server's A bit for bit."""
     s = strategy()
-    rounds = {1: [1, 2], 2: [1, 3], 3: [1, 2, 3, 4]}
+    held: dict[int, tuple[np.ndarray, int]] = {}
+    rounds = {1: [1, 2], 2: [1, 3], 3: [1, 2, 3, 4], 4: [2]}
     for r, nodes in rounds.items():
         msgs = list(s.configure_train(r, s.initial_arrays(), ConfigRecord({"extra": 7}), FakeGrid(nodes)))
         assert sorted(m.metadata.dst_node_id for m in msgs) == nodes
         for m in msgs:
-            conf = m.content["config"]
-            base = s.synced.get(m.metadata.dst_node_id, 0)
-            assert conf["version"] == s.acc.version and conf["base-version"] == base
+            node, conf = m.metadata.dst_node_id, m.content["config"]
+            base = s.synced.get(node, 0)
             assert conf["server-round"] == r and conf["extra"] == 7 and "probs" not in conf
-            got = decode_deltas(conf["deltas"], K)
-            want = s.acc.deltas_since(base)
-            assert [(d.base_version, d.version) for d in got] == [(d.base_version, d.version) for d in want]
-            for a, b in zip(got, want, strict=True):
-                assert np.array_equal(a.indices, b.indices) and np.array_equal(a.values, b.values)
-        if r == 3:  # a node reports the version it trained from; node 2 skipped round 2; 4 is new
-            by_node = {m.metadata.dst_node_id: m.content["config"] for m in msgs}
-            assert [by_node[n]["base-version"] for n in (1, 2, 3, 4)] == [1, 0, 1, 0]
-            assert by_node[2]["deltas"] == by_node[4]["deltas"]
-            assert len(by_node[2]["deltas"]) > len(by_node[1]["deltas"]) == len(by_node[3]["deltas"])
-        s.aggregate_train(r, [reply(n, encode_pairs([(n + r, 0.1 * r)], K), version=s.acc.version)
-                              for n in nodes])
+            down = decode_downlink(conf["downlink"], K)
+            assert down.version == s.acc.version and down.base_version in (base, 0)
+            a, v = held.get(node, (np.zeros(K, np.float32), 0))
+            got = apply_downlink(a, v, down)
+            assert got is not None and got.dtype == np.float32 and np.array_equal(got, s.acc.A)
+            held[node] = (got, down.version)
+        if r == 3:  # node 2 skipped round 2 (it is sent more than node 1); node 4 is new
+            by_node = {m.metadata.dst_node_id: m.content["config"]["downlink"] for m in msgs}
+            assert len(by_node[2]) > len(by_node[1])
+            assert decode_downlink(by_node[4], K).base_version == 0
+        s.aggregate_train(r, [reply(n, encode_pairs([(n + r, 0.1 * r), (2 * n + r, -0.3)], K),
+                                    version=s.acc.version) for n in nodes])
+    # A node whose state is older than the message's base cannot apply a log or set.
+    (msg,) = s.configure_train(5, s.initial_arrays(), ConfigRecord(), FakeGrid([1]))
+    down = decode_downlink(msg.content["config"]["downlink"], K)
+    assert down.kind in ("set", "log") and down.base_version == 2 == s.synced[1]
+    assert apply_downlink(np.zeros(K, np.float32), 0, down) is None
+    assert apply_downlink(np.zeros(K, np.float32), 1, down) is None
 
 
 def test_sampling_fraction_and_pro_probabilities_sent():

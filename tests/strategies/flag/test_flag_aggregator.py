@@ -220,3 +220,60 @@ def test_cuda_matches_cpu():
     gpu = flag_aggregate(x.cuda(), m=3, lam=2.0)
     assert gpu.aggregate.is_cuda
     torch.testing.assert_close(gpu.aggregate.cpu(), cpu.aggregate, rtol=1e-4, atol=1e-6)
+
+
+def test_float32_gram_blocks_match_float64_to_1e6():
+    """float32 GEMM blocks summed in float64, with a ragged last block; also a non-contiguous and a float16 input."""
+    gen = torch.Generator().manual_seed(4)
+    for n, d in ((3, 5000), (70, 20_011)):
+        x = torch.randn(n, d, generator=gen) * torch.rand(n, 1, generator=gen)
+        exact = x.double() @ x.double().T
+        g32 = gram_matrix(x, blocks="float32")
+        assert g32.dtype == torch.float64 and torch.equal(g32, g32.T)  # syrk fills one triangle, mirrored
+        scale = exact.diagonal().sqrt()
+        rel = ((g32 - exact).abs() / (scale[:, None] * scale[None, :])).max()
+        assert 0 < rel < 1e-6  # really float32 arithmetic, really accumulated well
+    x64 = x.double()
+    assert torch.equal(gram_matrix(x64, blocks="float32"), gram_matrix(x64))  # float64 stays float64
+    strided = torch.randn(4000, 9, generator=gen).T  # rows 9 × 4000 with column stride 9
+    half = strided.half()
+    for y in (strided, half):
+        exact = y.double() @ y.double().T
+        scale = exact.diagonal().sqrt()
+        assert ((gram_matrix(y, blocks="float32") - exact).abs() / (scale[:, None] * scale)).max() < 1e-6
+
+
+@pytest.mark.parametrize("lam, combine", [(0.0, "unit"), (5.0, "clipped")])
+def test_flag_with_float32_gram_blocks_matches_the_float64_path(lam: float, combine: str):
+    """The default (float32 blocks) against the exact path, on the bench's kind of input: honest updates
+    around a shared direction plus 20 % large random rows."""
+    gen = torch.Generator().manual_seed(11)
+    n, d = 40, 200_000
+    base = torch.randn(d, generator=gen) / d**0.5
+    x = torch.randn(n, d, generator=gen).mul_(0.5 / d**0.5).add_(base)
+    x[:8].normal_(generator=gen).mul_(10.0)
+    fast = flag_aggregate(x, m=n // 2, lam=lam, combine=combine)
+    exact = flag_aggregate(x, m=n // 2, lam=lam, combine=combine, gram_blocks="float64")
+    assert fast.iters == exact.iters
+    rel = float((fast.aggregate.double() - exact.aggregate.double()).norm() / exact.aggregate.double().norm())
+    assert rel < 1e-6, rel
+    torch.testing.assert_close(fast.sines, exact.sines, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="gram_blocks"):
+        flag_aggregate(x, m=2, gram_blocks="float16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_flag_on_cuda_matches_the_cpu_float64_path():
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(30, 100_000, generator=gen)
+    x[:6].mul_(10.0)
+    exact = flag_aggregate(x, m=15, gram_blocks="float64")
+    on_gpu = flag_aggregate(x.cuda(), m=15)
+    assert on_gpu.aggregate.is_cuda
+    g = gram_matrix(x.cuda(), blocks="float32")
+    ref = x.double() @ x.double().T
+    assert float(((g - ref).abs() / ref.diagonal().max()).max()) < 1e-6
+    rel = float((on_gpu.aggregate.cpu().double() - exact.aggregate.double()).norm()
+                / exact.aggregate.double().norm())
+    assert rel < 1e-6, rel

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import struct
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
+from pollen.compression._proto.pollen.v1 import frl_pb2 as pb
 from pollen.protocol.grid import InProcessGrid, ensure_task_identity
 from pollen.strategies.frl.attack import RankReversalGrid, reverse_collective
 from pollen.strategies.frl.core import FRLServerState, rank_reversal, rank_scores
@@ -65,8 +65,8 @@ def test_broadcast_and_identical_rankings_give_that_ranking() -> None:
     assert len(seen) == 10 and {m.metadata.dst_node_id for m in seen} == {1, 2, 3, 4, 5}
     first, second = seen[0].content, seen[5].content
     # round 1 broadcasts the initial ranking, round 2 the vote of round 1; lr = 0.4·0.5^(round-1)
-    got1 = decode_rankings(first[RECORD][RANKING], state.layer_sizes())
-    got2 = decode_rankings(second[RECORD][RANKING], state.layer_sizes())
+    got1 = decode_rankings(first[RECORD][RANKING], state.layer_sizes(), direction="down")
+    got2 = decode_rankings(second[RECORD][RANKING], state.layer_sizes(), direction="down")
     assert all(torch.equal(got1[k], initial[k]) and torch.equal(got2[k], target[k]) for k in SHAPES)
     assert (first["config"]["server-round"], first["config"]["lr"], first["config"]["local-epochs"]) == (1, 0.4, 2)
     assert second["config"]["lr"] == pytest.approx(0.2)
@@ -81,9 +81,10 @@ def test_global_scores_are_rebuilt_exactly_from_the_ranking() -> None:
     state = _state(4)
     g = torch.Generator().manual_seed(5)
     state.update([{k: torch.randperm(int(np.prod(s)), generator=g) for k, s in SHAPES.items()}])
-    blob = encode_rankings(state.rankings)
+    blob = encode_rankings(state.rankings, "down")
     client_state = _state(4)  # same seed → same score multiset on the client
-    client_state.rankings = decode_rankings(blob, client_state.layer_sizes(), client="server")
+    client_state.rankings = decode_rankings(blob, client_state.layer_sizes(), client="server",
+                                           direction="down")
     server, client = state.global_scores(), client_state.global_scores()
     assert all(torch.equal(server[k], client[k]) for k in SHAPES)
 
@@ -120,17 +121,15 @@ def test_reverse_collective_on_rankings_equals_rank_reversal_on_scores() -> None
 
 
 def _non_permutation_blob(sizes: dict[str, int]) -> bytes:
-    """A well-formed layout whose first layer repeats an edge id (only the permutation check catches it)."""
-    head = [struct.pack(">4sBI", b"PFRL", 1, len(sizes))]
-    body = []
+    """A well-formed ClientRanking whose first layer repeats an edge id (only the permutation check catches it)."""
+    msg = pb.ClientRanking(format_version=pb.FRL_FORMAT_VERSION_1)
     for i, (name, n) in enumerate(sizes.items()):
         ids = np.arange(n, dtype=np.int64)
         if i == 0:
             ids[1] = ids[0]
         bits = (n - 1).bit_length()
-        head.append(struct.pack(">H", len(name)) + name.encode() + struct.pack(">QB", n, bits))
-        body.append(_pack(ids, bits))
-    return b"".join(head + body)
+        msg.layers.add(name=name, size=n, id_bits=bits, ids=_pack(ids, bits))
+    return msg.SerializeToString()
 
 
 def test_malformed_rankings_are_dropped_and_the_round_completes(caplog: pytest.LogCaptureFixture) -> None:

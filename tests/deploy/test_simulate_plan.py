@@ -1,0 +1,34 @@
+"""The simulation sizes its client actors from the machine: concurrent whenever cores and memory allow."""
+
+from __future__ import annotations
+
+import pytest
+
+from pollen.config import PollenConfig
+from pollen.deploy.simulate import GB, plan_actors
+
+
+@pytest.mark.parametrize("sampled, cores, avail_gb, model_gb, want", [
+    (4, 2, 16, 0.5, (2, 1.0, "cores")),      # this CI box: two clients at once, one thread each
+    (8, 64, 256, 0.5, (8, 8.0, "clients")),  # a big box: every sampled client at once, 8 threads each
+    (32, 64, 8, 0.5, (3, 21.0, "memory")),   # memory-bound: 8 GB * 0.75 / 1.6 GB per client
+    (1, 16, 64, 0.5, (1, 16.0, "clients")),  # one client gets the whole machine
+    (4, 2, 0.1, 0.5, (1, 2.0, "memory")),    # never zero actors
+])
+def test_auto_plan(sampled, cores, avail_gb, model_gb, want):
+    p = plan_actors(sampled, cores=cores, available_bytes=int(avail_gb * GB),
+                    model_bytes=int(model_gb * GB))
+    assert (p.concurrent, p.cpus_per_client, p.limited_by) == want
+    assert p.concurrent * p.cpus_per_client <= max(cores, p.cpus_per_client)  # never oversubscribed
+    assert f"{p.concurrent} client(s) at a time" in p.describe()
+
+
+def test_a_configured_share_wins():
+    p = plan_actors(8, cores=8, available_bytes=64 * GB, model_bytes=GB // 2, client_cpus=2)
+    assert (p.concurrent, p.cpus_per_client, p.limited_by) == (4, 2.0, "config")
+
+
+def test_auto_is_the_default_and_negative_is_refused():
+    assert PollenConfig().simulation.client_cpus == 0
+    with pytest.raises(Exception, match="simulation.client_cpus"):
+        PollenConfig.load(None, {"simulation.client_cpus": "-1"})

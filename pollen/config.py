@@ -116,14 +116,16 @@ class TrainSection:
 @dataclass
 class StrategySection:
     name: str = "fedpeft"
-    # LoRA aggregation: "factors" (FedAvg of A and B, paper-faithful) or "exact" (mean of BA, re-factorised).
+    # LoRA aggregation: "factors" (FedAvg of A and B, paper-faithful), "svd" (mean of BA truncated to
+    # rank r) or "exact" (FedEx-LoRA: mean of BA, the residual folded into the base weights). Until
+    # issue 13 "exact" meant today's "svd".
     lora_aggregation: str = "factors"
     # Strategy-specific extras, validated by the strategy's factory.
     params: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        _check(self.lora_aggregation in ("factors", "exact"), "strategy.lora_aggregation",
-               f"must be 'factors' or 'exact', got {self.lora_aggregation!r}")
+        _check(self.lora_aggregation in ("factors", "svd", "exact"), "strategy.lora_aggregation",
+               f"must be 'factors', 'svd' or 'exact', got {self.lora_aggregation!r}")
 
 
 @dataclass

@@ -10,10 +10,10 @@ from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
 from pollen.data.tokenize import batches
-from pollen.models.peft_methods import load_trainable_state
 from pollen.models.train import evaluate
 from pollen.protocol.records import from_arrays, to_arrays
 from pollen.strategies.fedpeft.artifacts import save_final
+from pollen.strategies.fedpeft.lora_exact import load_global, save_residual
 from pollen.strategies.fedpeft.runtime import eval_data, runtime
 from pollen.strategies.method import ServerSide
 
@@ -40,13 +40,15 @@ class PeftServer(ServerSide):
         return ConfigRecord({"lr": self.cfg.train.lr, "local-steps": self.cfg.train.local_steps})
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
-        load_trainable_state(self.rt.model, from_arrays(arrays))
+        load_global(self.rt.model, from_arrays(arrays))  # adapter, plus any exact-LoRA residual
         res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
                        self.rt.task)
         return res.metrics()
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:
-        load_trainable_state(self.rt.model, from_arrays(arrays))
-        save_final(self.rt, out)
+        state = from_arrays(arrays)
+        load_global(self.rt.model, state)
+        # lora_aggregation = "exact": the adapter alone is not the model; its residual goes beside it.
+        save_residual(self.rt.model, state, save_final(self.rt, out))
         return {}

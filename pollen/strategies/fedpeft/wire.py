@@ -1,8 +1,9 @@
 """FedPEFT's messages (also FLAG's and the baselines'): plain Flower records, no custom bytes.
 
 Down-link: the global trainable tensors as the ArrayRecord "arrays" plus the train config (lr,
-local-steps). Up-link: the local tensors as "arrays", or with a codec the compressed update as pollen.v1
-bytes under ConfigRecord "update" (protos/pollen/v1/update.proto), metrics "num-examples",
+local-steps); with `strategy.lora_aggregation = "exact"` also the ArrayRecord "lora-residual" (the
+residual folded into the frozen weights, pollen/strategies/fedpeft/lora_exact.py). Up-link: the
+local tensors as "arrays", or with a codec the compressed update as pollen.v1 bytes under ConfigRecord "update" (protos/pollen/v1/update.proto), metrics "num-examples",
 "train_loss", "seen", and the client's identity record "client" (pollen/protocol/identity.py).
 `PEFT` is the reply contract the server screens every reply against (after decoding "update").
 """

@@ -62,7 +62,7 @@ def test_svd_mode_merges_lora_products_and_averages_the_rest():
 def test_exact_mode_global_model_is_the_mean_of_client_models_over_rounds():
     """Through Flower's `start` on a LocalGrid: clients get (B̄, Ā) plus the residual record, train
     (here: random steps) and the global R + B̄Ā equals Σ wᵢ(R + BᵢAᵢ) each round (BA units)."""
-    from flwr.app import ArrayRecord, RecordDict
+    from flwr.app import RecordDict
 
     from pollen.protocol.grid import LocalGrid
     from pollen.protocol.records import from_arrays, to_arrays

@@ -160,3 +160,30 @@ def test_a_hostile_residual_is_one_clear_error_and_changes_nothing(tiny_model_di
         with pytest.raises(PayloadError, match=why):
             apply_residual(model, residual)
         assert torch.equal(layer.base_layer.weight, before), name
+
+
+def test_resume_keeps_the_residual(tmp_path: Path, tiny_model_dir: Path, tiny_data: Path) -> None:
+    """Stop after round 1, resume to round 2: the adapter and the residual equal an uninterrupted run's."""
+    import dataclasses
+
+    from safetensors.numpy import load_file
+
+    import pollen.client.app as client_app
+    from pollen.server.app import run_server
+
+    torch.set_num_threads(1)
+
+    def run(out: Path, rounds: int, resume: bool = False) -> None:
+        cfg = _cfg(out, tiny_model_dir, tiny_data)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, rounds=rounds))
+        run_server(InProcessGrid(3, client_app.train, {CONFIG_KEY: cfg.to_json()}), cfg, out,
+                   resume=resume)
+
+    run(tmp_path / "a", 2)
+    run(tmp_path / "b", 1)
+    run(tmp_path / "b", 2, resume=True)
+    for name in (RESIDUAL_FILE, "adapter_model.safetensors"):
+        a, b = (load_file(str(tmp_path / d / "adapter" / name)) for d in ("a", "b"))
+        assert set(a) == set(b) and a
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-7, err_msg=f"{name}:{k}")

@@ -199,6 +199,8 @@ def apply_residual(model: torch.nn.Module, residual: dict[str, np.ndarray]) -> N
     `residual` is what the server sent (untrusted): unknown layers, wrong shapes, ranks or
     non-finite values raise one PayloadError before any weight changes.
     """
+    if not residual and model not in _ORIGINAL:
+        return  # no residual now or before: the base weights are the model's own
     keys = sorted({k.rpartition(".")[0] for k in residual})
     planned = []
     for key in keys:
@@ -212,14 +214,15 @@ def apply_residual(model: torch.nn.Module, residual: dict[str, np.ndarray]) -> N
         planned.append((key, weight, scaling, parts))
     original = _ORIGINAL.setdefault(model, {})
     with torch.no_grad():
-        names = dict(model.named_parameters())
+        params = dict(model.named_parameters())
+        name_of = {id(p): n for n, p in params.items()}
         for name, w0 in original.items():  # layers the previous state touched: back to W0
-            names[name].copy_(w0)
+            params[name].copy_(w0)
         for key, weight, scaling, parts in planned:
-            name = next(n for n, p in names.items() if p is weight)
-            original.setdefault(name, weight.detach().clone())
-            delta = torch.from_numpy(residual_matrix(parts) * scaling)
-            weight.copy_(original[name].to(torch.float64).add(delta).to(weight.dtype))
+            name = name_of[id(weight)]
+            w0 = original.setdefault(name, weight.detach().clone())
+            delta = torch.from_numpy(residual_matrix(parts) * scaling).to(w0.device)
+            weight.copy_(w0.to(torch.float64).add(delta).to(weight.dtype))
 
 
 def received_residual(content) -> dict[str, np.ndarray]:

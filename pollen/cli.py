@@ -1,4 +1,4 @@
-"""`pollen simulate | server | client | certs | app-hash | deploy local`: parse, build the config, call."""
+"""`pollen simulate | server | client | config | certs | app-hash | deploy local`: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pollen.config import PollenConfig
-from pollen.errors import PollenError
+from pollen.errors import PollenError, did_you_mean
 
 # CLI flag -> dotted config key. Values go through the config's own type checks.
 SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
@@ -39,6 +39,7 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="run configuration TOML (defaults apply where it is silent)")
+    p.add_argument("--preset", help="a shipped recipe instead of --config: " + ", ".join(preset_names()))
     for flag, (_, help_text) in SIMULATE_FLAGS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=help_text)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -85,8 +86,28 @@ def absolute_paths(cfg: PollenConfig) -> PollenConfig:
     return cfg
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.toml"))
+
+
+def config_path(args: argparse.Namespace) -> str | None:
+    """--config FILE or --preset NAME (a TOML shipped in pollen/presets), never both."""
+    preset = getattr(args, "preset", None)
+    if preset is None:
+        return absolute(args.config)
+    if args.config is not None:
+        raise PollenError("give --config or --preset, not both")
+    if preset not in preset_names():
+        raise PollenError(f"unknown preset {preset!r}{did_you_mean(preset, preset_names())}; "
+                          f"choose one of: {', '.join(preset_names())}")
+    return str(PRESETS / f"{preset}.toml")
+
+
 def load_config(args: argparse.Namespace) -> PollenConfig:
-    return absolute_paths(PollenConfig.load(absolute(args.config), _overrides(args)))
+    return absolute_paths(PollenConfig.load(config_path(args), _overrides(args)))
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
@@ -118,6 +139,31 @@ def cmd_client(args: argparse.Namespace, console: Console) -> int:
                       max_wait=args.max_wait,
                       health_address=os.environ.get("POLLEN_HEALTH_ADDRESS"),
                       trusted_app_hash_pin=args.trusted_app_hash)
+
+
+def cmd_config(args: argparse.Namespace, console: Console) -> int:
+    """List every key (type, value, help) for the given config, or write it as a starter TOML."""
+    from pollen.config import describe, starter_toml
+
+    cfg = PollenConfig.load(config_path(args), _overrides(args))  # paths as written, not absolute
+    if args.write:
+        target = Path(str(absolute(args.write)))
+        if target.exists() and not args.overwrite:
+            raise PollenError(f"{target} exists; pass --overwrite to replace it")
+        target.write_text(starter_toml(cfg))
+        console.print(f"wrote {target}; run it with: pollen simulate --config {target}",
+                      markup=False, highlight=False)
+        return 0
+    section = ""
+    for r in describe(cfg):
+        if r.key.partition(".")[0] != section:
+            section = r.key.partition(".")[0]
+            console.print(escape(f"[{section}]"), style="bold", highlight=False)
+        value = repr(r.default) if isinstance(r.default, str) else str(r.default)
+        console.print(f"  [cyan]{escape(r.key)}[/] ({r.type}) = {escape(value)}", highlight=False,
+                      soft_wrap=True)
+        console.print(f"      {escape(r.help)}", style="dim", highlight=False)
+    return 0
 
 
 def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
@@ -155,6 +201,15 @@ def cmd_deploy_local(args: argparse.Namespace, console: Console) -> int:
     return res.exit_code
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pollen-fl")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value and value.strip().lstrip("-").isdigit() else None
@@ -162,6 +217,7 @@ def _env_int(name: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pollen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pollen {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run a local federation on Flower's simulation engine")
@@ -206,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--max-wait", type=float, default=None,
                      help="exit after this many seconds without a server (default: wait forever)")
     cli.set_defaults(func=cmd_client)
+
+    conf = sub.add_parser("config", help="list every config key with type, value and help, "
+                                          "or write a starter TOML (--write FILE)")
+    _add_run_flags(conf)
+    conf.add_argument("--write", metavar="FILE", help="write the (resolved) configuration as a "
+                                                      "commented TOML to FILE")
+    conf.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    conf.set_defaults(func=cmd_config)
 
     ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
                                          "`pollen client` trusts by default")

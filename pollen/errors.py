@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '': a typo should cost one glance, not a doc search."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    close = close or sorted(c for c in choices if name and c.startswith(str(name)))[:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class PollenError(Exception):
     """Base of every user-facing error; the message must say what to fix.
@@ -25,7 +36,8 @@ class UnknownNameError(ConfigError):
 
     def __init__(self, kind: str, name: str, choices: list[str]) -> None:
         self.kind, self.name, self.choices = kind, name, choices
-        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(choices))}")
+        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, choices)}; "
+                         f"choose one of: {', '.join(sorted(choices))}")
 
 
 class DataError(PollenError):

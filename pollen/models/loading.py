@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pollen.errors import ModelError
+from pollen.errors import ModelError, did_you_mean
 from pollen.models.registry import MODELS
 
 TASKS = ("causal-lm", "seq-cls")
@@ -38,7 +38,7 @@ def resolve(name: str, task: str) -> str:
         return name
     if "/" in name and not Path(name).exists():
         return name  # hub id: only works with network or a populated HF cache
-    raise ModelError(f"unknown model {name!r}: not a registered name ({', '.join(MODELS.names())}), "
+    raise ModelError(f"unknown model {name!r}{did_you_mean(name, MODELS.names())}: not a registered name ({', '.join(MODELS.names())}), "
                      f"a local directory, or a Hugging Face id 'org/name'")
 
 

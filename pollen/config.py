@@ -425,7 +425,8 @@ HELP: dict[str, str] = {
     "train.lr": "local learning rate",
     "train.weight_decay": "local AdamW weight decay",
     "strategy.name": "aggregation strategy: fedpeft, fedkseed, fedkseed-pro, flag, frl or a Flower baseline",
-    "strategy.lora_aggregation": "how LoRA factors are merged (see docs/strategies)",
+    "strategy.lora_aggregation": ("LoRA merging: factors (mean B, mean A), svd (mean BA truncated to "
+                                  "rank r) or exact (FedEx-LoRA, mean BA; see docs/lora.md)"),
     "strategy.params": "strategy-specific extras as a table, validated by the strategy",
     "compression.codec": 'client update codec chain, e.g. "ternary:0.9:tensor > zstd" ("": raw fp32)',
     "compression.error_feedback": "carry each client's compression error into its next update",

@@ -126,10 +126,11 @@ def fold(As: list[np.ndarray], Bs: list[np.ndarray], weights: np.ndarray,
         A_cat.insert(0, previous["A"].astype(np.float64))
     Bc, Ac = np.concatenate(B_cat, 1), np.concatenate(A_cat, 0)
     qb, u, s, vt, qa = _core(Bc, Ac)
-    # Numerical rank in the stored precision, relative to the terms (not to their sum: the
-    # residual is a difference, and what cancels leaves rounding noise at the terms' scale).
+    # Numerical rank relative to the terms (not to their sum: the residual is a difference, and
+    # what cancels leaves rounding noise at the terms' scale): directions at the float64 noise of
+    # this computation, or at the rounding of the stored means (a few eps of the stored dtype), go.
     scale = np.linalg.norm(Bc, 2) * np.linalg.norm(Ac, 2)
-    tol = scale * max(d_out, d_in) * np.finfo(dtype).eps
+    tol = scale * max(max(d_out, d_in) * np.finfo(np.float64).eps, 4 * np.finfo(dtype).eps)
     k = max(1, int((s > tol).sum()))  # an all-zero residual still keeps one (zero) direction
     if k * (d_out + d_in) >= d_out * d_in:
         return A_mean, B_mean, {"W": (Bc @ Ac).astype(dtype)}

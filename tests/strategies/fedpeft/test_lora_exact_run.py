@@ -30,7 +30,7 @@ from pollen.strategies.fedpeft.lora_exact import (
     residual_of,
 )
 from pollen.strategies.fedpeft.runtime import runtime
-from tests.tiny_llama import save_tiny_llama
+from tests.tiny_llama import save_tiny_instructions, save_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = [{"prompt": f"Tell me about {cat} number {i}.", "response": f"{cat} fact {i}: {i % 5}.",
-             "category": cat} for cat, n in (("greetings", 6), ("food", 11), ("science", 19))
-            for i in range(n)]
-    path = tmp_path_factory.mktemp("tiny-data") / "tiny.json"
-    path.write_text(json.dumps(rows))
-    return path
+    return save_tiny_instructions(tmp_path_factory.mktemp("tiny-data"))
 
 
 def _cfg(out: Path, model: Path, data: Path) -> PollenConfig:

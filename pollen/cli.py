@@ -30,7 +30,7 @@ SIMULATE_FLAGS: dict[str, tuple[str, str]] = {
     "local_steps": ("train.local_steps", "local optimizer steps per round"),
     "batch_size": ("train.batch_size", "local batch size"),
     "lr": ("train.lr", "local learning rate"),
-    "lora_aggregation": ("strategy.lora_aggregation", "factors or exact"),
+    "lora_aggregation": ("strategy.lora_aggregation", "factors, svd or exact"),
     "codec": ("compression.codec", 'update codec, e.g. "topz:0.05 > kmeans:16 > zstd"'),
     "codec_down": ("compression.codec_down", 'down-link codec (PEFT family), e.g. "kmeans:16 > zstd"'),
     "attack": ("attack.name", "Byzantine attack for robustness studies (simulation)"),

@@ -125,14 +125,16 @@ class TrainSection:
 @dataclass
 class StrategySection:
     name: str = "fedpeft"
-    # LoRA aggregation: "factors" (FedAvg of A and B, paper-faithful) or "exact" (mean of BA, re-factorised).
+    # LoRA aggregation: "factors" (FedAvg of A and B, paper-faithful), "svd" (mean of BA truncated to
+    # rank r) or "exact" (FedEx-LoRA: mean of BA, the residual folded into the base weights). Until
+    # issue 13 "exact" meant today's "svd".
     lora_aggregation: str = "factors"
     # Strategy-specific extras, validated by the strategy's factory.
     params: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        _check(self.lora_aggregation in ("factors", "exact"), "strategy.lora_aggregation",
-               f"must be 'factors' or 'exact', got {self.lora_aggregation!r}")
+        _check(self.lora_aggregation in ("factors", "svd", "exact"), "strategy.lora_aggregation",
+               f"must be 'factors', 'svd' or 'exact', got {self.lora_aggregation!r}")
 
 
 @dataclass
@@ -282,6 +284,10 @@ class PollenConfig:
     def validate(self) -> PollenConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        # The compressed down-link diffs the adapter only; exact LoRA's residual travels beside it.
+        _check(not (self.compression.codec_down.strip().lower() not in ("", "none") and self.strategy.lora_aggregation == "exact"),
+               "compression.codec_down", "cannot be combined with strategy.lora_aggregation = 'exact' "
+               "yet (its residual is sent whole each round); use factors or svd, or no codec_down")
         return self
 
     # -- (de)serialisation -------------------------------------------------------------------------
@@ -467,7 +473,8 @@ HELP: dict[str, str] = {
     "train.weight_decay": "local AdamW weight decay",
     "strategy.name": "fedpeft, fedkseed, fedkseed-pro, flag, frl, a Flower baseline, or module:factory "
                      "(your own Flower strategy, docs/plugins.md)",
-    "strategy.lora_aggregation": "how LoRA factors are merged (see docs/strategies)",
+    "strategy.lora_aggregation": ("LoRA merging: factors (mean B, mean A), svd (mean BA truncated to "
+                                  "rank r) or exact (FedEx-LoRA, mean BA; see docs/lora.md)"),
     "strategy.params": "strategy-specific extras as a table, validated by the strategy",
     "compression.codec": 'client update codec chain, e.g. "ternary:0.9:tensor > zstd" ("": raw fp32)',
     "compression.error_feedback": "carry each client's compression error into its next update",

@@ -30,6 +30,7 @@ def test_file_then_overrides_with_type_coercion(tmp_path):
     ({"nosection.x": "1"}, "unknown config key"),
     ({"data.partition": "random"}, "data.partition"),
     ({"attack.name": "alie"}, "needs a fraction > 0"),
+    ({"strategy.lora_aggregation": "fedex"}, "strategy.lora_aggregation: must be 'factors', 'svd' or"),
 ])
 def test_bad_values_name_the_key(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
@@ -47,3 +48,8 @@ def test_missing_and_malformed_files(tmp_path):
     unknown.write_text("[wat]\nx = 1\n")
     with pytest.raises(ConfigError, match=r"unknown config section \[wat\]"):
         PollenConfig.load(unknown)
+
+
+@pytest.mark.parametrize("mode", ["factors", "svd", "exact"])
+def test_lora_aggregation_modes_are_accepted(mode):
+    assert PollenConfig.load(None, {"strategy.lora_aggregation": mode}).strategy.lora_aggregation == mode

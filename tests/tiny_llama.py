@@ -24,3 +24,15 @@ def save_tiny_llama(out: Path, num_hidden_layers: int) -> Path:
                       bos_token_id=1, eos_token_id=2)
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+def save_tiny_instructions(out: Path) -> Path:
+    """Instruction data in three categories of different sizes (6, 11, 19): an unequal natural split."""
+    import json
+
+    rows = [{"prompt": f"Tell me about {cat} number {i}.",
+             "response": f"Here is {cat} fact {i}: it is {i % 5}.", "category": cat}
+            for cat, n in (("greetings", 6), ("food", 11), ("science", 19)) for i in range(n)]
+    path = out / "tiny.json"
+    path.write_text(json.dumps(rows))
+    return path

@@ -18,6 +18,7 @@ import torch
 from pollen.config import PollenConfig
 from pollen.errors import ModelError, PollenError
 from pollen.models.loading import load_model
+from pollen.models.peft_methods import RESIDUAL_FILE, add_residual
 from pollen.models.registry import MODELS
 
 ADAPTER_DIR = "adapter"
@@ -72,6 +73,8 @@ def load_run(run: Path) -> Finetuned:
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        if (adapter / RESIDUAL_FILE).is_file():  # exact LoRA: the residual folded into the base
+            add_residual(lm.model, adapter / RESIDUAL_FILE)
         model = PeftModel.from_pretrained(lm.model, str(adapter))
         kind = "adapter"
     elif (adapter / "trainable.safetensors").is_file():  # BitFit: the bias tensors themselves
@@ -174,9 +177,10 @@ def export(ft: Finetuned, out: Path, *, merge: bool = False, overwrite: bool = F
         elif ft.kind == "bitfit" or ft.kind == "full":
             ft.model.save_pretrained(str(tmp))  # the tensors are in place: this is the whole model
         ft.tokenizer.save_pretrained(str(tmp))
-        card = ft.run / ADAPTER_DIR / CARD
-        if card.is_file():
-            shutil.copyfile(card, tmp / CARD)
+        for extra in (CARD, RESIDUAL_FILE):  # the residual only as an adapter: --merge folded it in
+            src = ft.run / ADAPTER_DIR / extra
+            if src.is_file() and (extra == CARD or (ft.kind == "adapter" and not merge)):
+                shutil.copyfile(src, tmp / extra)
         if ft.kind == "adapter" and not merge:
             _set_base(tmp, base_identity(ft.cfg.model.name))
         if out.exists():

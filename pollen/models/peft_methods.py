@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,3 +102,21 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -
             if tuple(src.shape) != tuple(p.shape):
                 raise ConfigError(f"tensor {n}: shape {tuple(src.shape)} != model {tuple(p.shape)}")
             p.copy_(src)
+
+
+# Exact LoRA aggregation (pollen/strategies/fedpeft/lora_exact.py) folds a residual into the frozen
+# weights; it is saved beside the adapter in base-model parameter names, in weight units.
+RESIDUAL_FILE = "lora_residual.safetensors"
+
+
+def add_residual(model: torch.nn.Module, path: Path | str) -> None:
+    """Add a saved `lora_residual.safetensors` to a plain (not yet PEFT-wrapped) model's weights."""
+    from safetensors.torch import load_file
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, delta in load_file(str(path)).items():
+            if name not in params or tuple(params[name].shape) != tuple(delta.shape):
+                raise ConfigError(f"{path}: {name!r} does not match this model; load the residual "
+                                  "into the base model the run was trained from")
+            params[name].add_(delta.to(params[name].dtype))

@@ -14,24 +14,39 @@ from pollen.errors import PollenError
 from pollen.models.finetuned import base_identity, evaluate_run, export, generate, load_run
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_data: Path) -> Path:
+def _run(out: Path, model: Path, data: Path, **extra: object) -> Path:
+    """A real run: Pollen's ServerApp and ClientApp in one process, as the CLI would lay it out."""
     import pollen.client.app as client_app
     from pollen.protocol.grid import InProcessGrid
     from pollen.protocol.records import CONFIG_KEY
     from pollen.server.app import run_server
 
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("run") / "out"
     cfg = PollenConfig.load(None, {
-        "run.rounds": 1, "run.out": str(out), "model.name": str(tiny_model_dir), "model.max_length": 24,
-        "data.name": str(tiny_data), "data.eval_size": 6, "data.partition": "iid",
+        "run.rounds": 1, "run.out": str(out), "model.name": str(model), "model.max_length": 24,
+        "data.name": str(data), "data.eval_size": 6, "data.partition": "iid",
         "federation.clients": 2, "train.local_steps": 2, "train.batch_size": 2, "train.lr": 0.01,
-        "tracking.tensorboard": False})
+        "tracking.tensorboard": False, **extra})
     out.mkdir(parents=True)
     cfg.save(out / "config.toml")  # what the CLI writes before it starts the run
     run_server(InProcessGrid(2, client_app.train, {CONFIG_KEY: cfg.to_json()}), cfg, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_data: Path) -> Path:
+    return _run(tmp_path_factory.mktemp("run") / "out", tiny_model_dir, tiny_data)
+
+
+def test_exact_lora_runs_load_with_their_residual(tmp_path: Path, tiny_model_dir: Path,
+                                                  tiny_data: Path) -> None:
+    out = _run(tmp_path / "exact", tiny_model_dir, tiny_data, **{
+        "run.rounds": 2, "strategy.lora_aggregation": "exact"})
+    assert (out / "adapter" / "lora_residual.safetensors").is_file()
+    rows = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert evaluate_run(load_run(out))["eval_loss"] == pytest.approx(rows[-1]["eval_loss"], rel=1e-5)
+    export(load_run(out), tmp_path / "a")
+    assert (tmp_path / "a" / "lora_residual.safetensors").is_file()
 
 
 def test_the_adapter_stands_alone(run_dir: Path, tiny_model_dir: Path) -> None:

@@ -14,6 +14,7 @@ from pollen.protocol.identity import IDENTITY_KEY, identity_record
 from pollen.protocol.records import UPDATE_KEY, from_arrays, to_arrays
 from pollen.protocol.seeding import batch_seed, torch_seed
 from pollen.strategies.fedpeft import downlink
+from pollen.strategies.fedpeft.lora_exact import apply_residual, received_residual
 from pollen.strategies.fedpeft.runtime import client_data, runtime
 
 
@@ -30,6 +31,8 @@ def train(msg: Message, context: Context, cfg: PollenConfig, pid: int, n_parts: 
     else:
         global_state = from_arrays(msg.content["arrays"])
     load_trainable_state(rt.model, global_state)
+    # lora_aggregation = "exact": the residual since round 0 goes into the frozen weights ({}: none).
+    apply_residual(rt.model, received_residual(msg.content))
     stream = batches(data, cfg.train.batch_size, rt.pad_id, steps=cfg.train.local_steps,
                      seed=batch_seed(cfg.run.seed, server_round, pid))
     loss, seen = train_steps(rt.model, stream, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)

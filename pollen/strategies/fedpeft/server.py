@@ -11,12 +11,12 @@ from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
 from pollen.data.tokenize import batches
-from pollen.models.peft_methods import load_trainable_state
 from pollen.models.train import evaluate
 from pollen.protocol.records import from_arrays, to_arrays
 from pollen.strategies.fedpeft import downlink
 from pollen.strategies.fedpeft.artifacts import save_final, save_round_adapter
 from pollen.strategies.fedpeft.downlink import DownlinkServer
+from pollen.strategies.fedpeft.lora_exact import load_global, save_residual
 from pollen.strategies.fedpeft.runtime import eval_data, runtime
 from pollen.strategies.method import ServerSide
 
@@ -70,18 +70,22 @@ class PeftServer(ServerSide):
         return metrics
 
     def _evaluate(self, state: dict[str, np.ndarray]) -> dict[str, float]:
-        load_trainable_state(self.rt.model, state)
+        load_global(self.rt.model, state)  # adapter, plus any exact-LoRA residual
         res = evaluate(self.rt.model, batches(self.eval_set, 16, self.rt.pad_id, seed=0, shuffle=False),
                        self.rt.task)
         return res.metrics()
 
     def save_round(self, out: Path, server_round: int, arrays: ArrayRecord) -> None:
         if self.cfg.run.keep_round_adapters:
-            load_trainable_state(self.rt.model, from_arrays(arrays))
-            save_round_adapter(self.rt, out, server_round, keep=self.cfg.run.keep_round_adapters)
+            state = from_arrays(arrays)
+            load_global(self.rt.model, state)
+            target = save_round_adapter(self.rt, out, server_round, keep=self.cfg.run.keep_round_adapters)
+            save_residual(self.rt.model, state, target)  # exact LoRA: the round's model needs it too
 
     def save(self, out: Path, strategy: Strategy, arrays: ArrayRecord, rows: list[dict[str, Any]],
              seconds: float) -> dict[str, Any]:
-        load_trainable_state(self.rt.model, from_arrays(arrays))
-        save_final(self.rt, out, rows)
+        state = from_arrays(arrays)
+        load_global(self.rt.model, state)
+        # lora_aggregation = "exact": the adapter alone is not the model; its residual goes beside it.
+        save_residual(self.rt.model, state, save_final(self.rt, out, rows))
         return {}

@@ -216,6 +216,16 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace, console: Console) -> int:
+    from pollen.deploy.app_bundle import write_user_app
+
+    cfg = PollenConfig.load(config_path(args), _overrides(args))
+    out = write_user_app(Path(str(absolute(args.dir))), cfg, overwrite=args.overwrite)
+    console.print(f"wrote a Flower app to {out}; run it with: flwr run {out} "
+                  '[--run-config "train.lr=1e-3 run.rounds=5"]', markup=False, highlight=False)
+    return 0
+
+
 def cmd_app_hash(args: argparse.Namespace, console: Console) -> int:
     from pollen.deploy.app_bundle import bundle_hash
 
@@ -341,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fold the adapter into the base weights: a full model, no peft needed")
     exp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     exp.set_defaults(func=cmd_export)
+
+    fa = sub.add_parser("app", help="write a Flower app directory for `flwr run` (every config key "
+                                    "as a run-config key; for a pip-installed Pollen)")
+    _add_run_flags(fa)
+    fa.add_argument("--dir", required=True, help="directory to write the app to")
+    fa.add_argument("--overwrite", action="store_true", help="replace a non-empty --dir")
+    fa.set_defaults(func=cmd_app)
 
     ah = sub.add_parser("app-hash", help="print the SHA-256 of this Pollen's Flower app, the one "
                                          "`pollen client` trusts by default")

@@ -1,12 +1,11 @@
 """Shared test settings: offline, quiet, and a private Pollen cache per session when asked."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.tiny_llama import save_tiny_llama
+from tests.tiny_llama import save_tiny_instructions, save_tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,11 +24,4 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Instruction data in three categories of different sizes (6, 11, 19 examples)."""
-    rows = []
-    for cat, n in (("greetings", 6), ("food", 11), ("science", 19)):
-        for i in range(n):
-            rows.append({"prompt": f"Tell me about {cat} number {i}.",
-                         "response": f"Here is {cat} fact {i}: it is {i % 5}.", "category": cat})
-    path = tmp_path_factory.mktemp("tiny-data") / "tiny.json"
-    path.write_text(json.dumps(rows))
-    return path
+    return save_tiny_instructions(tmp_path_factory.mktemp("tiny-data"))

@@ -23,6 +23,7 @@ from pathlib import Path
 import tomli_w
 
 from pollen import __version__
+from pollen.config import PollenConfig
 from pollen.errors import ConfigError
 from pollen.protocol.records import CONFIG_KEY, OUT_KEY, RESUME_KEY
 
@@ -82,6 +83,31 @@ def write_bundle(directory: Path) -> Path:
     directory.mkdir(parents=True)
     for name, data in bundle_files().items():
         (directory / name).write_bytes(data)
+    return directory
+
+
+def user_app_pyproject(cfg: PollenConfig | None = None) -> str:
+    """pyproject.toml of a Flower app for a pip-installed Pollen: `flwr run DIR --run-config ...`.
+
+    The repository's own pyproject.toml carries the same `[tool.flwr.app]`; a wheel does not ship
+    it, so `pollen app --out DIR` writes this one. Components come from the installed package; the
+    config table is every Pollen key, dotted, with the values of `cfg` (default: the defaults).
+    """
+    from pollen.protocol.run_config import pyproject_table_text
+
+    doc = pyproject_doc()
+    doc["project"] = {**doc["project"], "name": "pollen-flower-app",  # type: ignore[dict-item]
+                      "description": "Pollen as a Flower app (code from the installed pollen-fl)"}
+    app = doc["tool"]["flwr"]["app"]  # type: ignore[index]
+    app.pop("config")
+    return tomli_w.dumps(doc) + "\n" + pyproject_table_text(cfg)
+
+
+def write_user_app(directory: Path, cfg: PollenConfig | None = None, *, overwrite: bool = False) -> Path:
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise ConfigError(f"{directory} exists and is not empty; pass --overwrite or choose another --out")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pyproject.toml").write_text(user_app_pyproject(cfg))
     return directory
 
 

@@ -186,3 +186,28 @@ def test_server_main_runs_a_dotted_run_config_in_process(tmp_path: Path, tiny_mo
     assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["clients"] == 2
     saved = PollenConfig.load(out / "config.toml")
     assert saved.run.out == str(out) and saved.federation.clients == 2 and saved.train.lr == 0.01
+
+
+def test_pollen_app_writes_the_same_app_for_an_installed_package(tmp_path):
+    """A wheel has no pyproject.toml: `pollen app --dir D` writes one `flwr run D` accepts."""
+    import tomllib
+
+    from flwr.cli.build import build_fab_from_files
+
+    from pollen import cli
+    from pollen.protocol.run_config import run_config_table
+
+    assert cli.main(["app", "--dir", str(tmp_path / "app"), "--preset", "classification",
+                     "--set", "train.lr=0.01"]) == 0
+    text = (tmp_path / "app" / "pyproject.toml").read_text()
+    app = tomllib.loads(text)["tool"]["flwr"]["app"]
+    repo = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert app["components"] == repo["tool"]["flwr"]["app"]["components"]
+
+    table = flatten_dict(app["config"])
+    cfg = PollenConfig.load(None, {"model.name": "minilm-l6", "data.name": "tweets",
+                                   "data.partition": "dirichlet", "federation.clients": 8,
+                                   "run.rounds": 5, "train.lr": 0.01})
+    assert table == run_config_table(cfg)
+    build_fab_from_files({"pyproject.toml": text.encode()})  # Flower's own builder accepts it
+    assert cli.main(["app", "--dir", str(tmp_path / "app")]) == 2  # never clobbers silently

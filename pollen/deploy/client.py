@@ -83,6 +83,7 @@ def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float 
         else:
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since >= max_wait:
+                _server_gone.set()
                 _stopping.set()
                 proc.terminate()
                 return
@@ -90,6 +91,10 @@ def _watchdog(proc: subprocess.Popen, server: str, max_wait: float, poll: float 
 
 
 _refused = threading.Event()
+# Set when the watchdog stopped the SuperNode because the server has been gone for --max-wait: the
+# normal end of a federation (the server finished), so the client exits 0 whatever the SuperNode's
+# status after being stopped.
+_server_gone = threading.Event()
 # The running SuperNode, so the app gate can stop it when it refuses an app.
 _current: list[subprocess.Popen] = []
 # Set when the SuperNode was stopped on purpose (a signal, or the server gone for --max-wait).
@@ -201,6 +206,7 @@ def run_client(*, server: str, partition_id: int, num_partitions: int, insecure:
         env = flower_env(work / "flwr-home")
         _refused.clear()
         _stopping.clear()
+        _server_gone.clear()
         _current.clear()
         gate = AppGate(f"127.0.0.1:{port}", trusted, workdir=work, env=env, secret_file=secret,
                        on_refuse=_stop_for_refusal)
@@ -241,6 +247,9 @@ def _rejoin_loop(argv: list[str], env: dict[str, str], server: str, max_wait: fl
             flower_code = SUPERNODE_CONNECTION_ERROR
             print(f"error: {EXIT_REASONS[flower_code]} (Flower exit code {flower_code})")
             return REFUSED_EXIT
+        if _server_gone.is_set():
+            print(f"pollen client: the server has been gone for {max_wait:.0f} s; exiting", flush=True)
+            return 0
         if _stopping.is_set() or attempt == MAX_REJOINS:
             return code
         print(f"pollen client: the SuperNode exited with status {code}; rejoining once the server "

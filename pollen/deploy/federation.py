@@ -84,6 +84,8 @@ class LinkOptions:
     """How to start the SuperLink and reach it."""
 
     simulation: bool
+    # A line printed once the preflight passed (the simulation's actor plan).
+    announce: str | None = None
     # The Fleet API (gRPC-rere): the only address that faces the network.
     host: str = "127.0.0.1"
     port: int | None = None
@@ -107,6 +109,8 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
     check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
+    if link.announce:  # once the run is known to be valid: a failed check stays one line
+        console.print(link.announce, style="dim", markup=False, highlight=False)
     if link.simulation:
         cfg = with_partition_ceiling(cfg)
     out = prepare_out(cfg, resume=link.resume)

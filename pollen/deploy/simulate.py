@@ -91,8 +91,7 @@ def simulate(cfg: PollenConfig, console: Console | None = None) -> list[dict[str
     cores, available = machine()
     plan = plan_actors(sampled_clients(cfg), cores=cores, available_bytes=available,
                        model_bytes=model_bytes(cfg), client_cpus=cfg.simulation.client_cpus)
-    console.print(plan.describe(), style="dim", markup=False, highlight=False)
-    return run_federation(cfg, console, LinkOptions(simulation=True, federation_config={
-        "num-supernodes": cfg.federation.clients,
-        "client-resources-num-cpus": _num(plan.cpus_per_client),
-    }))
+    flower = {"num-supernodes": cfg.federation.clients,
+              "client-resources-num-cpus": _num(plan.cpus_per_client)}
+    return run_federation(cfg, console, LinkOptions(simulation=True, announce=plan.describe(),
+                                                    federation_config=flower))

@@ -80,3 +80,13 @@ def test_supernode_hung_after_its_shutdown_is_stopped():
         assert time.monotonic() - t0 < 30
     finally:
         proc.kill()
+
+
+def test_server_gone_while_the_supernode_runs_is_a_normal_end(monkeypatch, tmp_path):
+    """The watchdog stops a SuperNode whose server has been gone for --max-wait: exit 0, not its status."""
+    script = "print('ok', flush=True); import time; time.sleep(60)"
+    monkeypatch.setattr(deploy, "supernode_argv", lambda **kw: [sys.executable, "-c", script])
+    monkeypatch.setattr(deploy.signal, "signal", lambda *a: None)
+    up = iter([True, True])  # reachable for the start-up checks, then gone for good
+    monkeypatch.setattr(deploy, "_reachable", lambda server: next(up, False))
+    assert _run(max_wait=0.5) == 0

@@ -240,10 +240,11 @@ def test_outsider_with_ca_cert_is_refused_every_control_operation(server: Server
         else:  # `flwr log` has no JSON mode
             assert res.returncode != 0 and "unavailable" in res.stderr, (name, res)
             assert "Pollen" not in res.stdout  # nothing of the run's log leaked
-    # Nothing changed: one run, still going; only the operator's two nodes.
+    # Nothing changed: one run, still going (it may have moved on from "starting" to "running" by
+    # itself meanwhile); only the operator's two nodes.
     (after,) = server.runs()
-    assert after["run-id"] == run["run-id"] and after["status"] == run["status"], (run, after)
-    assert "stopped" not in str(after["status"]) and "finished" not in str(after["status"])
+    assert after["run-id"] == run["run-id"], (run, after)
+    assert str(after["status"]) in ("starting", "running"), (run, after)
     assert server.nodes() == nodes_before
 
 

@@ -53,11 +53,11 @@ def _build(name: str, n_clients: int, seed: int, alpha: float) -> Any:
 
 def _flower(name: str) -> Callable[..., list[np.ndarray]]:
     def split(groups: np.ndarray, n_clients: int, *, seed: int = 0, alpha: float = 0.5) -> list[np.ndarray]:
-        from datasets import Dataset
-
         if n_clients > len(groups):
             raise DataError(f"{n_clients} clients but only {len(groups)} training examples: use fewer clients")
-        part = _build(name, n_clients, seed, alpha)
+        part = _build(name, n_clients, seed, alpha)  # a clear DataError without Flower Datasets
+        from datasets import Dataset  # Flower Datasets' own dependency
+
         part.dataset = Dataset.from_dict({PARTITION_BY: np.asarray(groups).tolist(),
                                           "index": np.arange(len(groups)).tolist()})
         try:

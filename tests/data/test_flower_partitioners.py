@@ -60,3 +60,18 @@ def test_natural_id_needs_one_client_per_group():
 def test_too_many_clients_is_a_data_error():
     with pytest.raises(DataError, match="only 120 training examples"):
         partition("flwr-iid", GROUPS, 500, seed=0, alpha=0.5)
+
+
+def test_without_flower_datasets_the_error_says_how_to_install(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_fds(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith(("flwr_datasets", "datasets")):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fds)
+    with pytest.raises(DataError, match=r"pip install 'pollen-fl\[partitioners\]'"):
+        partition("flwr-dirichlet", GROUPS, 4, seed=0, alpha=0.5)

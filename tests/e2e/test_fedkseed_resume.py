@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from pollen.deploy.launch import free_port, wait_for_port
-from tests.e2e.pollen_procs import client, kill9, read_json, server, tail, wait_for
+from tests.e2e.pollen_procs import Federation, read_json, straight_and_resumed
 from tests.e2e.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -25,47 +24,15 @@ params = "classifier"
 """
 
 
-class Federation:
-    def __init__(self, tmp_path, name):
-        self.cfg = tiny_config(tmp_path, rounds=3, clients=3, name=name)
-        self.cfg.write_text(self.cfg.read_text() + ZO)
-        self.out = tmp_path / name / "out"
-        self.port = free_port()
-        self.logs = {n: tmp_path / f"{name}-{n}.log" for n in ("server", "c0", "c1", "c2")}
-        self.server = server(self.cfg, self.port, self.logs["server"])
-        self.clients = []
-
-    def start_clients(self):
-        wait_for_port("127.0.0.1", self.port, 120)
-        self.clients = [client(self.port, i, 3, self.logs[f"c{i}"], max_wait=120) for i in range(3)]
-
-    def procs(self):
-        return [self.server, *self.clients]
-
-    def kill_all(self):
-        for p in self.procs():
-            if p.poll() is None:
-                kill9(p)
+def _federation(tmp_path, name):
+    cfg = tiny_config(tmp_path, rounds=3, clients=3, name=name)
+    cfg.write_text(cfg.read_text() + ZO)
+    return Federation(cfg, tmp_path / name / "out", tmp_path, name)
 
 
 def test_fedkseed_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    straight, resumed = Federation(tmp_path, "straight"), Federation(tmp_path, "resumed")
-    try:
-        straight.start_clients()
-        resumed.start_clients()
-        ckpt = resumed.out / "checkpoint" / "state.json"
-        wait_for(lambda: (read_json(ckpt) or {}).get("round", -1) >= 1, 600,
-                 "round 1's checkpoint", resumed.procs())
-        kill9(resumed.server)
-        assert read_json(ckpt)["round"] == 1
-        resumed.server = server(resumed.cfg, resumed.port, resumed.logs["server"], "--resume")
-        for fed in (straight, resumed):
-            assert fed.server.wait(timeout=600) == 0, tail(fed.logs["server"])
-    finally:
-        straight.kill_all()
-        resumed.kill_all()
-    rounds = read_json(resumed.out / "metrics.json")["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    straight, resumed = _federation(tmp_path, "straight"), _federation(tmp_path, "resumed")
+    rounds = straight_and_resumed(straight, resumed)
     assert all(r["clients"] == 3 and r["dropped"] == 0 for r in rounds[1:])
     a = load_file(str(straight.out / "model" / "fedkseed_state.safetensors"))
     b = load_file(str(resumed.out / "model" / "fedkseed_state.safetensors"))

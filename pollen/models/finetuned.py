@@ -72,10 +72,15 @@ def load_run(run: Path) -> Finetuned:
                     seed=cfg.run.seed)
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
+        from safetensors import SafetensorError
 
         if (adapter / RESIDUAL_FILE).is_file():  # exact LoRA: the residual folded into the base
             add_residual(lm.model, adapter / RESIDUAL_FILE)
-        model = PeftModel.from_pretrained(lm.model, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(lm.model, str(adapter))
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:  # damaged/foreign
+            raise ModelError(f"{adapter} is not a loadable adapter for {cfg.model.name!r}: "
+                             f"{' '.join(str(e).split())[:300]}") from None
         kind = "adapter"
     elif (adapter / "trainable.safetensors").is_file():  # BitFit: the bias tensors themselves
         from safetensors.torch import load_file

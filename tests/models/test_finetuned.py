@@ -144,3 +144,17 @@ def test_round_adapters_load_with_peft_and_keep_the_last_n(run_dir: Path, tiny_m
     for r in range(2, 6):
         save_round_adapter(rt, tmp_path, r, keep=2)
     assert sorted(p.name for p in (tmp_path / "rounds").iterdir()) == ["round-00004", "round-00005"]
+
+
+def test_a_damaged_run_directory_is_one_clear_error(run_dir: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    (bad / "adapter" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    assert cli.main(["eval", "--run", str(bad)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is not a loadable adapter" in out and "Traceback" not in out
+    (bad / "config.toml").write_text("[train]\nlr = 'fast'\n")  # a tampered config
+    assert cli.main(["generate", "--run", str(bad), "--prompt", "hi"]) == 2
+    assert "train.lr: expected float" in " ".join(capsys.readouterr().out.split())

@@ -30,17 +30,6 @@ from pollen.strategies.fedpeft.lora_exact import (
     residual_of,
 )
 from pollen.strategies.fedpeft.runtime import runtime
-from tests.tiny_llama import save_tiny_instructions, save_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), num_hidden_layers=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_instructions(tmp_path_factory.mktemp("tiny-data"))
 
 
 def _cfg(out: Path, model: Path, data: Path) -> PollenConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -50,16 +51,35 @@ class Registry(Generic[T]):
 # keep them across rounds; the CLI, which only needs them for its preflight, drops them all.
 _CACHES: list[Any] = []
 F = TypeVar("F", bound=Callable[..., Any])
+# Seconds this process spent building cached objects (loading models, encoding data): a client
+# reports the part that fell into its call as `load_s`, apart from its training time.
+_build = {"seconds": 0.0, "depth": 0}
 
 
 def process_cache(maxsize: int) -> Callable[[F], F]:
-    """functools.lru_cache that `release_process_caches()` can empty."""
+    """functools.lru_cache that `release_process_caches()` can empty and `build_seconds()` times."""
     def deco(fn: F) -> F:
-        wrapped = functools.lru_cache(maxsize=maxsize)(fn)
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _build["depth"] += 1  # a build inside a build (data needs the tokenizer) counts once
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _build["depth"] -= 1
+                if _build["depth"] == 0:
+                    _build["seconds"] += time.perf_counter() - t0
+
+        wrapped = functools.lru_cache(maxsize=maxsize)(timed)
         _CACHES.append(wrapped)
         return wrapped  # type: ignore[return-value]
 
     return deco
+
+
+def build_seconds() -> float:
+    """Total seconds spent in cache misses of `process_cache` functions in this process."""
+    return _build["seconds"]
 
 
 def release_process_caches() -> None:

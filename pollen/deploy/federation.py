@@ -5,6 +5,7 @@ Shared by `pollen simulate` (simulation SuperLink) and `pollen server` (deployme
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -19,8 +20,9 @@ from pollen.config import PollenConfig
 from pollen.deploy.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.deploy.progress import follow, summary
+from pollen.deploy.timing import breakdown
 from pollen.errors import ConfigError
-from pollen.io_utils import check_writable_dir
+from pollen.io_utils import atomic_write_json, check_writable_dir
 from pollen.registry import release_process_caches
 from pollen.server.ledger import record_failure
 from pollen.server.tracking import check_trackers
@@ -70,7 +72,7 @@ def prepare_out(cfg: PollenConfig, resume: bool = False) -> Path:
         load_checkpoint(out, cfg)  # fail now, before any process starts
         return out
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", "progress.json", "curves.png"):
+    for stale in ("metrics.json", "progress.json", "curves.png", "timing.json"):
         (out / stale).unlink(missing_ok=True)
     # A previous run's results must not pass for this run's (a failed run leaves none).
     for stale_dir in ("logs", CHECKPOINT_DIR, "rounds", "tensorboard", "adapter", "model"):
@@ -105,10 +107,11 @@ class LinkOptions:
 
 
 def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
-    t0 = time.monotonic()
+    t0, epoch0 = time.monotonic(), time.time()
     check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
+    checked = time.monotonic() - t0
     if link.announce:  # once the run is known to be valid: a failed check stays one line
         console.print(link.announce, style="dim", markup=False, highlight=False)
     if link.simulation:
@@ -142,5 +145,18 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
         if run is not None:
             run.stop()
         superlink.proc.stop()
-    summary(rounds, out, console, time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    timing = breakdown(rounds, wall=wall, preflight=checked, cli_started=epoch0,
+                       server_started=_server_started(out))
+    atomic_write_json(out / "timing.json", timing.to_json())
+    summary(rounds, out, console, wall, timing=timing.line())
     return rounds
+
+
+def _server_started(out: Path) -> float | None:
+    """metrics.json's "started" (the ServerApp's ledger), if the file says so with a number."""
+    try:
+        started = json.loads((out / "metrics.json").read_text()).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(started) if isinstance(started, (int, float)) and not isinstance(started, bool) else None

@@ -163,7 +163,8 @@ def follow(out: Path, total_rounds: int, run: Proc, watch: list[Proc], console: 
     return rows
 
 
-def summary(rounds: list[dict[str, Any]], out: Path, console: Console, wall: float) -> None:
+def summary(rounds: list[dict[str, Any]], out: Path, console: Console, wall: float, *,
+            timing: str | None = None) -> None:
     console.print(rounds_table(rounds, title="Pollen run summary"))
     if len(rounds) > 1:
         first, last = rounds[0], rounds[-1]
@@ -173,4 +174,7 @@ def summary(rounds: list[dict[str, Any]], out: Path, console: Console, wall: flo
         if last.get("eval_accuracy") is not None:
             line += f" · accuracy {first['eval_accuracy']:.3f} → {last['eval_accuracy']:.3f}"
         console.print(f"{line} · sent up {human_bytes(up)}, down {human_bytes(down)} · wall {wall:.0f}s")
-    console.print(f"results in {out}: metrics.json, config.toml, adapter/, curves.png, tensorboard/")
+    if timing:
+        console.print(timing, style="dim", markup=False, highlight=False)
+    console.print(f"results in {out}: metrics.json, timing.json, config.toml, adapter/, curves.png, "
+                  "tensorboard/")

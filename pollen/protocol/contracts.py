@@ -15,6 +15,10 @@ COUNT = "count"    # int > 0 (not bool): a sample count, clipped to the run's ce
 INT = "int"        # any int (not bool)
 NUMBER = "number"  # finite int or float (not bool)
 CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {"bytes": bytes, "str": str, "int": int}
+# Every train reply's metrics carry the client's seconds of work and of loading (the ClientApp adds
+# them for every method); the ledger sums them per round.
+TRAIN_SECONDS, LOAD_SECONDS = "train_s", "load_s"
+CLIENT_TIMING: dict[str, str] = {TRAIN_SECONDS: NUMBER, LOAD_SECONDS: NUMBER}
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def prepare_out(cfg: PollenConfig, env: Mapping[str, str] | None = None) -> Path
     out = resolve_out(cfg.run.out, env)
     check_writable_dir(out, "run.out")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", "progress.json", "curves.png"):
+    for stale in ("metrics.json", "progress.json", "curves.png", "timing.json"):
         (out / stale).unlink(missing_ok=True)
     cfg.run.out = str(out)
     cfg.save(out / "config.toml")

@@ -25,6 +25,8 @@ from pollen.io_utils import atomic_write_json
 PROGRESS_FILE = "progress.json"
 # The accounting fields of a row, in the order they are shown.
 ACCOUNTING = ("sampled", "replied", "errors", "timed_out", "dropped", "aggregated")
+# The time fields of a row (seconds; train_s and load_s are summed over the round's clients).
+TIMING = ("train_s", "load_s", "aggregate_s", "eval_s", "server_load_s")
 
 
 def _clean(v: Any) -> Any:
@@ -41,6 +43,7 @@ class Ledger:
         self.on_row = on_row  # experiment trackers see each row once it is on disk
         self._phase: tuple[int, str] = (0, "loading")
         self.rounds: list[dict[str, Any]] = []
+        self.started = time.time()  # epoch: lets the CLI split its wall time (pollen/deploy/timing.py)
         self._reset()
 
     def _reset(self) -> None:
@@ -48,6 +51,9 @@ class Ledger:
         self._sampled = self._replied = self._errors = self._timed_out = 0
         self._train_loss: float | None = None
         self._t0 = time.monotonic()
+        # Where the round's time went: clients' summed training and loading (what they report),
+        # the server's aggregation and evaluation, and (row 0) the server's own model load.
+        self._seconds = dict.fromkeys(TIMING, 0.0)
 
     def traffic(self, down: int, up: int) -> None:
         self._down += down
@@ -63,6 +69,19 @@ class Ledger:
     def dropped(self, n: int) -> None:
         """Updates rejected by validation this round (they are not in `clients`)."""
         self._dropped += n
+
+    def spent(self, **seconds: float) -> None:
+        """Add time to this round's TIMING fields (non-finite or negative reports count as 0)."""
+        for key, value in seconds.items():
+            if key not in self._seconds:
+                raise KeyError(f"unknown timing field {key!r}; fields are {', '.join(TIMING)}")
+            v = float(value)
+            self._seconds[key] += v if math.isfinite(v) and v > 0 else 0.0
+
+    def client_seconds(self, train: float, load: float) -> None:
+        """One client's reported seconds; a claim longer than the round so far is cut to it."""
+        cap = time.monotonic() - self._t0
+        self.spent(train_s=min(float(train), cap), load_s=min(float(load), cap))
 
     def train_result(self, clients: int, train_loss: float | None) -> None:
         self._clients = clients
@@ -95,9 +114,10 @@ class Ledger:
             "errors": self._errors,
             "timed_out": self._timed_out,
             "aggregated": self._clients if server_round > 0 else 0,
+            **{k: round(v, 3) for k, v in self._seconds.items()},
         }
         self.rounds.append(row)
-        atomic_write_json(self.out / "metrics.json", {"rounds": self.rounds})
+        atomic_write_json(self.out / "metrics.json", {"started": self.started, "rounds": self.rounds})
         if self.on_row is not None:
             self.on_row(row)
         self._reset()

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import Strategy
 
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, RoundError
+from pollen.protocol.contracts import LOAD_SECONDS, TRAIN_SECONDS
 from pollen.protocol.records import from_arrays, to_arrays
 from pollen.server.attack_grid import AttackGrid
 from pollen.server.checkpoint import (
@@ -84,8 +85,15 @@ class Rounds(Strategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        for reply in replies:  # screened replies: their timing metrics are finite numbers
+            if not reply.has_error() and "metrics" in reply.content:
+                m = reply.content["metrics"]
+                if TRAIN_SECONDS in m and LOAD_SECONDS in m:
+                    self.ledger.client_seconds(float(m[TRAIN_SECONDS]), float(m[LOAD_SECONDS]))
+        t0 = time.perf_counter()
         arrays, metrics = self.inner.aggregate_train(server_round + self.offset, replies)
         res = self.side.train_result(self.inner, replies, arrays, metrics)
+        self.ledger.spent(aggregate_s=time.perf_counter() - t0)
         if res.dropped:
             self.ledger.dropped(res.dropped)
         loss = res.train_loss
@@ -120,7 +128,9 @@ class Evaluation:
         metrics: dict[str, float] = {}
         if evaluates(server_round, self.cfg.run.rounds, self.cfg.run.eval_every):
             self.ledger.phase(server_round, "evaluate")
+            t0 = time.perf_counter()
             metrics = self.side.evaluate(server_round, arrays)
+            self.ledger.spent(eval_s=time.perf_counter() - t0)
         log.info("round %d: %s", server_round,
                  close_round(self.ledger, server_round, self.cfg.run.rounds, metrics,
                              allow_empty=self.cfg.run.allow_empty_rounds))
@@ -178,9 +188,11 @@ def run_rounds(grid: Grid, cfg: PollenConfig, out: Path, method: Method, *,
 def _run(grid: Grid, cfg: PollenConfig, out: Path, method: Method, ledger: Ledger, *,
          resume: bool) -> dict[str, Any]:
     ledger.phase(0, "loading")
+    t0 = time.perf_counter()
     side = method.server(cfg)
     strategy = build_strategy(StrategyContext(cfg=cfg, tensor_names=side.tensor_names()))
     initial = side.initial_arrays(strategy)
+    ledger.spent(server_load_s=time.perf_counter() - t0)  # row 0 (or the first resumed row)
     start = 0
     if resume:
         ckpt = load_checkpoint(out, cfg)

@@ -15,6 +15,7 @@ from flwr.app import (
 
 from pollen.protocol.grid import ensure_task_identity
 from pollen.protocol.identity import IDENTITY_KEY, identity_record
+from tests.strategies.helpers import TIMING
 
 SHAPES = {"layer.weight": (4, 6), "layer.bias": (4,)}
 
@@ -39,7 +40,7 @@ def state_from_flat(vec: np.ndarray) -> dict[str, np.ndarray]:
 
 def reply_content(state: dict[str, np.ndarray], pid: int | None = None, n: int = 10) -> RecordDict:
     content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in state.items()}),
-                          "metrics": MetricRecord({"num-examples": n, "train_loss": 1.0, "seen": n})})
+                          "metrics": MetricRecord({**TIMING, "num-examples": n, "train_loss": 1.0, "seen": n})})
     if pid is not None:
         content[IDENTITY_KEY] = identity_record(pid)
     return content

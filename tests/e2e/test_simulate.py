@@ -31,4 +31,17 @@ def test_simulation_writes_metrics_adapter_and_curves(tmp_path, capsys):
     assert (out / "config.toml").is_file() and (out / "curves.png").stat().st_size > 1000
     base = load_model("minilm-l6", "seq-cls", num_labels=3, seed=0).model
     PeftModel.from_pretrained(base, out / "adapter")  # loadable with peft
-    assert "Pollen run summary" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Pollen run summary" in printed
+    # Where the time went: clients report training and loading, the server its evaluation and
+    # aggregation; timing.json splits the CLI's wall time and the summary says it in one line.
+    for r in rounds[1:]:
+        assert r["train_s"] > 0 and r["aggregate_s"] > 0 and r["eval_s"] > 0
+    assert rounds[0]["server_load_s"] > 0 and rounds[0]["eval_s"] > 0
+    assert sum(r["load_s"] for r in rounds) > 0  # each actor loads the model once, in round 1
+    timing = json.loads((out / "timing.json").read_text())
+    parts = ("preflight", "startup", "server_load", "evaluation", "aggregation", "rounds", "finish")
+    assert abs(sum(timing[k] for k in parts) - timing["wall"]) < 0.05 * timing["wall"]
+    assert timing["train_sum"] == pytest.approx(sum(r["train_s"] for r in rounds), abs=0.01)
+    assert timing["wall_per_train"] == pytest.approx(timing["wall"] / timing["train_sum"], rel=1e-3)
+    assert "the clients' training" in printed

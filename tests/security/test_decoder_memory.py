@@ -24,6 +24,7 @@ from pollen.protocol.records import to_arrays
 from pollen.server.decode import decode_replies
 from tests.security import hostile
 from tests.strategies import helpers  # noqa: F401  (sets Flower's task identity)
+from tests.strategies.helpers import TIMING
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_MB = 20.0
@@ -80,7 +81,7 @@ def _round(blob: bytes, spec: str) -> tuple[list[Message], list[Message]]:
     sent = [Message(content=RecordDict({"arrays": to_arrays(g)}), dst_node_id=7,
                     message_type=MessageType.TRAIN)]
     content = RecordDict({"update": ConfigRecord({"blob": blob, "codec": spec}),
-                          "metrics": MetricRecord({"num-examples": 5})})
+                          "metrics": MetricRecord({**TIMING, "num-examples": 5})})
     return sent, [Message(content=content, reply_to=sent[0])]
 
 

@@ -40,6 +40,7 @@ from pollen.protocol.records import CONFIG_KEY, OUT_KEY, partition_of
 from pollen.server import app as server_app
 from pollen.server.ledger import Ledger, record_failure
 from tests.e2e.tiny import tiny_config
+from tests.strategies.helpers import TIMING
 
 # ---- paths typed on the command line ----------------------------------------------------------
 
@@ -162,7 +163,7 @@ def _tiny_cfg(tmp_path: Path, **run: Any) -> PollenConfig:
 def _echo(msg: Message, pid: int) -> RecordDict:
     """A client that sends the global adapter back unchanged (a valid reply, no training)."""
     return RecordDict({"arrays": msg.content["arrays"],
-                       "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0, "seen": 10}),
+                       "metrics": MetricRecord({**TIMING, "num-examples": 10, "train_loss": 1.0, "seen": 10}),
                        IDENTITY_KEY: identity_record(pid)})
 
 

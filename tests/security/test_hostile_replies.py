@@ -45,6 +45,7 @@ from pollen.strategies import StrategyContext, build_strategy
 from pollen.strategies.fedkseed.wire import ZO_SEEDS, encode_pairs
 from pollen.strategies.fedpeft.wire import PEFT
 from pollen.strategies.frl.wire import SUPERMASK
+from tests.strategies.helpers import TIMING
 
 ensure_task_identity()
 
@@ -66,19 +67,19 @@ def _honest(family: str, node: int) -> tuple[Message, Message]:
         glob = _glob()
         reply = RecordDict({
             "arrays": ArrayRecord({k: Array(v.numpy() + 0.1) for k, v in glob.items()}),
-            "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.5, "seen": 48}),
+            "metrics": MetricRecord({**TIMING, "num-examples": 10, "train_loss": 1.5, "seen": 48}),
             "client": ConfigRecord({"partition-id": 0})})
     elif family == "zo-seeds":
         sent = RecordDict({"config": ConfigRecord({"server-round": 1, "version": 0,
                                                    "base-version": 0, "deltas": b""})})
         reply = RecordDict({"fedkseed": ConfigRecord({"pairs": encode_pairs([(3, 0.5)], 64)}),
-                            "metrics": MetricRecord({"num-examples": 10, "partition-id": 0,
+                            "metrics": MetricRecord({**TIMING, "num-examples": 10, "partition-id": 0,
                                                      "train_loss": 1.5, "skipped": 0,
                                                      "model-version": 0})})
     else:
         sent = RecordDict({"frl": ConfigRecord({"ranking": b"PFRL"}), "config": conf})
         reply = RecordDict({"frl": ConfigRecord({"ranking": b"PFRL..."}),
-                            "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.5,
+                            "metrics": MetricRecord({**TIMING, "num-examples": 10, "train_loss": 1.5,
                                                      "train_accuracy": 0.5, "partition-id": 0})})
     msg = Message(content=sent, dst_node_id=node, message_type=MessageType.TRAIN)
     msg.metadata.__dict__["_message_id"] = uuid4().hex  # as Flower's grid does on push
@@ -288,7 +289,7 @@ def test_a_huge_claim_does_not_take_the_model(name: str, claim: int, tmp_path: P
 
     def client(msg: Message, pid: int) -> RecordDict:
         return RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in updates[pid].items()}),
-                           "metrics": MetricRecord({"num-examples": claim if pid in hostile else 10,
+                           "metrics": MetricRecord({**TIMING, "num-examples": claim if pid in hostile else 10,
                                                     "train_loss": 1.0, "seen": 10})})
 
     cfg = PollenConfig.load(None, {"federation.clients": n, "strategy.name": name})

@@ -14,6 +14,7 @@ from pollen.server.ledger import Ledger
 from pollen.server.metered_grid import MeteredGrid
 from pollen.strategies import StrategyContext, build_strategy
 from tests.strategies import helpers  # noqa: F401  (sets Flower's task identity)
+from tests.strategies.helpers import TIMING
 
 SHAPES = {"a.lora_A.default.weight": (4, 32), "a.lora_B.default.weight": (16, 4)}
 CODEC = Codec.parse("topz:0.25 > kmeans:8 > zstd")
@@ -30,7 +31,7 @@ class ScriptedGrid(Grid):
         for m in messages:
             blob = self.payloads[m.metadata.dst_node_id]
             content = RecordDict({"update": ConfigRecord({"blob": blob, "codec": CODEC.spec}),
-                                  "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0, "seen": 10})})
+                                  "metrics": MetricRecord({**TIMING, "num-examples": 10, "train_loss": 1.0, "seen": 10})})
             replies.append(Message(content=content, reply_to=m))
         return replies
 

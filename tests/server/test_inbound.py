@@ -25,6 +25,7 @@ from tests.attacks.flower_msgs import (
     reply_content,
     state_from_flat,
 )
+from tests.strategies.helpers import TIMING
 
 
 def _good(glob: ArrayRecord, i: int) -> dict[str, np.ndarray]:
@@ -41,7 +42,7 @@ def _broken(glob: ArrayRecord) -> dict[str, RecordDict]:
     missing = {"layer.weight": g["layer.weight"]}
     text = dict(g, **{"layer.bias": np.array(["a", "b", "c", "d"])})
     weight = reply_content(g, n=10)
-    weight["metrics"] = MetricRecord({"num-examples": float("nan"), "train_loss": 1.0, "seen": 10})
+    weight["metrics"] = MetricRecord({**TIMING, "num-examples": float("nan"), "train_loss": 1.0, "seen": 10})
     return {"NaN": reply_content(nan), "Inf": reply_content(inf), "shape": reply_content(shape),
             "unexpected": reply_content(extra), "missing": reply_content(missing),
             "dtype": reply_content(text), "num-examples": weight}

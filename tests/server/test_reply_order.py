@@ -9,6 +9,7 @@ from pollen.server.ledger import Ledger
 from pollen.server.metered_grid import MeteredGrid
 from tests.server.test_decode import ScriptedGrid
 from tests.strategies import helpers  # noqa: F401  (sets Flower's task identity)
+from tests.strategies.helpers import TIMING
 
 SHAPE = (64, 8)
 
@@ -24,7 +25,7 @@ class ShuffledGrid(ScriptedGrid):
         by_node = {m.metadata.dst_node_id: m for m in messages}
         return [Message(content=RecordDict({
                     "arrays": to_arrays({"w": self.payloads[n]}),
-                    "metrics": MetricRecord({"num-examples": 7, "train_loss": 1.0, "seen": 7}),
+                    "metrics": MetricRecord({**TIMING, "num-examples": 7, "train_loss": 1.0, "seen": 7}),
                     IDENTITY_KEY: identity_record(self.partitions[n])}), reply_to=by_node[n])
                 for n in self.order]
 

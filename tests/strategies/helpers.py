@@ -7,6 +7,10 @@ from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from pollen.protocol.records import to_arrays
 
+# The timing metrics the ClientApp adds to every train reply (pollen/client/app.py).
+TIMING = {"train_s": 1.0, "load_s": 0.0}
+
+
 try:  # Outside a ServerApp process Flower has no task identity; give tests one.
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -19,6 +23,6 @@ def reply(state: dict[str, np.ndarray], num_examples: int, node_id: int, **metri
     ins = Message(content=RecordDict({}), dst_node_id=node_id, message_type=MessageType.TRAIN)
     content = RecordDict({
         "arrays": to_arrays(state),
-        "metrics": MetricRecord({"num-examples": num_examples, **metrics}),
+        "metrics": MetricRecord({**TIMING, "num-examples": num_examples, **metrics}),
     })
     return Message(content=content, reply_to=ins)

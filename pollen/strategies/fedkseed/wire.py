@@ -26,7 +26,16 @@ from google.protobuf.message import DecodeError
 from pollen.compression._proto.pollen.v1 import fedkseed_pb2 as pb
 from pollen.compression.wirescan import LEN, VARINT, Field, ScanError, scan
 from pollen.errors import PayloadError
-from pollen.protocol.contracts import COUNT, INT, NUMBER, Configs, Contracts, Metrics, ReplyContract
+from pollen.protocol.contracts import (
+    CLIENT_TIMING,
+    COUNT,
+    INT,
+    NUMBER,
+    Configs,
+    Contracts,
+    Metrics,
+    ReplyContract,
+)
 from pollen.strategies.fedkseed.state import Downlink, SeedDelta, validate_pairs
 
 FORMAT = pb.SEED_FORMAT_1
@@ -239,7 +248,7 @@ def decode_probabilities(blob: bytes, k: int, client: str | int | None = "server
 # The reply contract the server screens every train reply against (pollen/server/inbound.py).
 ZO_SEEDS: Contracts = {"train": ReplyContract(
     records={"fedkseed": Configs({"pairs": "bytes"}),
-             "metrics": Metrics({"num-examples": COUNT, "model-version": INT},
+             "metrics": Metrics({"num-examples": COUNT, "model-version": INT, **CLIENT_TIMING},
                                 optional={"partition-id": INT, "train_loss": NUMBER,
                                           "skipped": INT})})}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pollen.protocol.contracts import (
+    CLIENT_TIMING,
     COUNT,
     INT,
     NUMBER,
@@ -30,7 +31,8 @@ IDENTITY = Configs({"partition-id": "int"})  # pollen.protocol.identity
 
 PEFT: Contracts = {"train": ReplyContract(
     records={"arrays": Arrays(like="arrays"),
-             "metrics": Metrics({"num-examples": COUNT, "train_loss": NUMBER, "seen": INT}),
+             "metrics": Metrics({"num-examples": COUNT, "train_loss": NUMBER, "seen": INT,
+                                 **CLIENT_TIMING}),
              "client": IDENTITY},
     optional=frozenset({"client"}))}
 

@@ -26,7 +26,16 @@ from torch import Tensor
 from pollen.compression._proto.pollen.v1 import frl_pb2 as pb
 from pollen.compression.wirescan import LEN, VARINT, Field, ScanError, scan
 from pollen.errors import PayloadError
-from pollen.protocol.contracts import COUNT, INT, NUMBER, Configs, Contracts, Metrics, ReplyContract
+from pollen.protocol.contracts import (
+    CLIENT_TIMING,
+    COUNT,
+    INT,
+    NUMBER,
+    Configs,
+    Contracts,
+    Metrics,
+    ReplyContract,
+)
 
 # Where a ranking blob travels inside a Flower message: content[RECORD] is a ConfigRecord, [RANKING] bytes.
 RECORD = "frl"
@@ -211,7 +220,7 @@ def decode_rankings(blob: bytes, expected: Mapping[str, int], client: str | int 
 # The reply contract the server screens every train reply against (pollen/server/inbound.py).
 SUPERMASK: Contracts = {"train": ReplyContract(
     records={"frl": Configs({"ranking": "bytes"}),
-             "metrics": Metrics({"num-examples": COUNT},
+             "metrics": Metrics({"num-examples": COUNT, **CLIENT_TIMING},
                                 optional={"train_loss": NUMBER, "train_accuracy": NUMBER,
                                           "partition-id": INT})})}
 

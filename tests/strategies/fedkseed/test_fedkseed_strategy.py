@@ -15,6 +15,7 @@ from pollen.strategies import StrategyContext, build_strategy, method_for
 from pollen.strategies.fedkseed.state import SeedAccumulator, apply_downlink
 from pollen.strategies.fedkseed.strategy import REPLY_KEY, FedKSeed
 from pollen.strategies.fedkseed.wire import decode_downlink, decode_probabilities, encode_pairs
+from tests.strategies.helpers import TIMING
 
 K, STEPS = 64, 4
 
@@ -42,7 +43,7 @@ def reply(node: int, pairs_blob: bytes | None, n=10, version=0, loss: float = 1.
     if pairs_blob is not None:
         content[REPLY_KEY] = ConfigRecord({"pairs": pairs_blob})
     if not drop_metrics:
-        content["metrics"] = MetricRecord({"num-examples": n, "model-version": version,
+        content["metrics"] = MetricRecord({**TIMING, "num-examples": n, "model-version": version,
                                            "train_loss": loss})
     return Message(content=content, reply_to=ins)
 

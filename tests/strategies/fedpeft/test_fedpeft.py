@@ -5,7 +5,7 @@ from flwr.app import MetricRecord
 from pollen.config import PollenConfig
 from pollen.errors import ConfigError, UnknownNameError
 from pollen.strategies import StrategyContext, build_strategy
-from tests.strategies.helpers import reply
+from tests.strategies.helpers import TIMING, reply
 
 NAMES = ["m.lora_A.default.weight", "m.lora_B.default.weight", "head.weight"]
 
@@ -88,7 +88,7 @@ def test_exact_mode_global_model_is_the_mean_of_client_models_over_rounds():
         R = residual_matrix(residual_of(res, key)) if res else 0.0
         seen.setdefault(rnd, []).append((R + local[NAMES[1]].astype(np.float64) @ local[NAMES[0]], sizes[pid]))
         return RecordDict({"arrays": to_arrays(local),
-                           "metrics": MetricRecord({"num-examples": sizes[pid], "train_loss": 1.0})})
+                           "metrics": MetricRecord({**TIMING, "num-examples": sizes[pid], "train_loss": 1.0})})
 
     strategy = _strategy(**{"strategy.lora_aggregation": "exact"})
     init = _state(rng)

@@ -15,6 +15,7 @@ from pollen.strategies.frl.attack import RankReversalGrid, reverse_collective
 from pollen.strategies.frl.core import FRLServerState, rank_reversal, rank_scores
 from pollen.strategies.frl.strategy import FRLStrategy
 from pollen.strategies.frl.wire import RANKING, RECORD, _pack, decode_rankings, encode_rankings
+from tests.strategies.helpers import TIMING
 
 SHAPES = {"conv": (6, 2, 3), "fc": (50, 4)}
 
@@ -35,7 +36,7 @@ def _reply(to: Message, content: RecordDict) -> Message:
 def _ranking_reply(to: Message, rankings: dict[str, torch.Tensor] | bytes, pid: int) -> Message:
     blob = rankings if isinstance(rankings, bytes) else encode_rankings(rankings)
     return _reply(to, RecordDict({RECORD: ConfigRecord({RANKING: blob}),
-                                  "metrics": MetricRecord({"num-examples": 10, "train_loss": 1.0 + pid,
+                                  "metrics": MetricRecord({**TIMING, "num-examples": 10, "train_loss": 1.0 + pid,
                                                            "partition-id": pid})}))
 
 
@@ -147,7 +148,7 @@ def test_malformed_rankings_are_dropped_and_the_round_completes(caplog: pytest.L
         _ranking_reply(ins[2], encode_rankings(good)[:-3], 2),  # truncated
         _ranking_reply(ins[3], _non_permutation_blob(sizes), 3),  # repeated edge id
         _ranking_reply(ins[4], wrong_len, 4),  # wrong length
-        _reply(ins[5], RecordDict({"metrics": MetricRecord({"num-examples": 3})})),  # no ranking record
+        _reply(ins[5], RecordDict({"metrics": MetricRecord({**TIMING, "num-examples": 3})})),  # no ranking record
         _reply(ins[6], RecordDict({RECORD: ConfigRecord({RANKING: "not bytes"})})),
     ]
     with caplog.at_level(logging.WARNING, logger="pollen.frl"):

@@ -20,7 +20,7 @@ from pollen.config import PollenConfig
 from pollen.deploy.launch import flower_env, start_superlink, submit_run, write_app
 from pollen.deploy.node_auth import register_nodes, write_connection
 from pollen.deploy.progress import follow, summary
-from pollen.deploy.timing import breakdown
+from pollen.deploy.timing import breakdown, process_started
 from pollen.errors import ConfigError
 from pollen.io_utils import atomic_write_json, check_writable_dir
 from pollen.registry import release_process_caches
@@ -107,11 +107,11 @@ class LinkOptions:
 
 
 def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> list[dict[str, Any]]:
-    t0, epoch0 = time.monotonic(), time.time()
+    started = process_started()  # the wall time counts from `pollen …`, imports included
     check_writable_dir(Path(cfg.run.out).resolve())  # before minutes of checks and loading
     with console.status("checking config, data and model…"):
         preflight(cfg)
-    checked = time.monotonic() - t0
+    checked = time.time() - started
     if link.announce:  # once the run is known to be valid: a failed check stays one line
         console.print(link.announce, style="dim", markup=False, highlight=False)
     if link.simulation:
@@ -145,8 +145,8 @@ def run_federation(cfg: PollenConfig, console: Console, link: LinkOptions) -> li
         if run is not None:
             run.stop()
         superlink.proc.stop()
-    wall = time.monotonic() - t0
-    timing = breakdown(rounds, wall=wall, preflight=checked, cli_started=epoch0,
+    wall = time.time() - started
+    timing = breakdown(rounds, wall=wall, preflight=checked, cli_started=started,
                        server_started=_server_started(out))
     atomic_write_json(out / "timing.json", timing.to_json())
     summary(rounds, out, console, wall, timing=timing.line())

@@ -9,6 +9,8 @@ as one line of the run summary.
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,8 +18,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Timing:
-    wall: float            # the CLI's whole run: checks to summary
-    preflight: float       # the CLI's checks, including its model load (released afterwards)
+    wall: float            # the CLI process from its start to the summary
+    preflight: float       # the CLI from its start: imports, checks, its model load (then released)
     startup: float         # SuperLink, simulation engine / SuperNodes, ServerApp process start
     server_load: float     # the ServerApp's model and strategy
     evaluation: float      # central evaluations (round 0 included)
@@ -45,6 +47,18 @@ class Timing:
                 f"{self.startup:.0f} s · server load {self.server_load:.0f} s · client loads "
                 f"{self.load_sum:.0f} s (summed) · evaluation {self.evaluation:.0f} s · aggregation "
                 f"{self.aggregation:.1f} s · finish {self.finish:.0f} s")
+
+
+def process_started() -> float:
+    """Epoch at which this process started (Linux /proc), so the wall time includes the imports and
+    the model-cache warm-up before any Pollen code runs; elsewhere: now."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # starttime, clock ticks after boot
+        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 def breakdown(rows: Sequence[dict[str, Any]], *, wall: float, preflight: float,

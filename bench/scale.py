@@ -128,18 +128,20 @@ def memory_section(concurrent: list[int], local_steps: int, extra: list[str]) ->
           "| % of base model | round s | Σ client train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        extra_mb = (r["tree_mb"] - one["tree_mb"]) / (r["clients"] - one["clients"]) \
-            if r["clients"] > one["clients"] else float("nan")
-        share = f"{100 * extra_mb * MB / base:.0f} %" if extra_mb == extra_mb else "—"
+        if r["clients"] > one["clients"]:
+            extra_mb = (r["tree_mb"] - one["tree_mb"]) / (r["clients"] - one["clients"])
+            added = f"{extra_mb:.0f} | {100 * extra_mb * MB / base:.0f} %"
+        else:
+            added = "— | —"
         print(f"| {r['clients']} | {r['actors']} | {r['tree_mb']:.0f} | {r['actors_mb']:.0f} | "
-              f"{extra_mb:.0f} | {share} | {r['round_s']:.1f} | {r['train_s']:.1f} |")
+              f"{added} | {r['round_s']:.1f} | {r['train_s']:.1f} |")
     return rows
 
 
 def ratio_section(extra: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scale-ratio-") as tmp:
         out = Path(tmp) / "out"
-        wall, _, _ = simulate(extra, out, sample=False)
+        simulate(extra, out, sample=False)
         timing = json.loads((out / "timing.json").read_text())
         rows = _rows(out)
     print(f"\n## wall time / client training, `pollen simulate {' '.join(extra)}`\n")
@@ -158,7 +160,7 @@ def ratio_section(extra: list[str]) -> dict[str, Any]:
 
 def flag_section(clients: list[int], size: float, repeats: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    import aggregation_cost as ac  # noqa: PLC0415 - the bench next door
+    import aggregation_cost as ac  # the bench next door
 
     print(f"\n## Flag vs FedAvg, d = {size:.0e}, 1 thread, CPU time, best of {repeats}\n")
     ac.main(["--clients", ",".join(map(str, clients)), "--sizes", f"{size:g}", "--device", "cpu",

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -53,9 +54,10 @@ def process_started() -> float:
     """Epoch at which this process started (Linux /proc), so the wall time includes the imports and
     the model-cache warm-up before any Pollen code runs; elsewhere: now."""
     try:
-        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[19])  # starttime, clock ticks after boot
-        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return time.time()

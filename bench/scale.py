@@ -10,6 +10,11 @@ Sections (each can be run alone):
            additional client adds, as a share of the base model's weights, and the round's time.
 - ratio    the default task (`pollen simulate`, nothing changed), its OUT/timing.json: wall time
            over the clients' summed training time, and the breakdown (pollen/deploy/timing.py).
+- step     one client's local training steps on the default model and data, in this process: the
+           model's own loss (`model(**batch).loss`, logits for every position) against
+           `pollen.models.train.lm_loss` (the vocabulary projection on response tokens only), run
+           alternately; time per step and the peak of resident memory above the loaded model
+           (VmHWM, reset through /proc/self/clear_refs before each run).
 - flag     bench/aggregation_cost.py's Flag vs FedAvg (torch `w @ U`) and vs Flower's
            `aggregate_arrayrecords` at n clients × d parameters, one thread, CPU time.
 
@@ -17,6 +22,7 @@ Usage:
   python bench/scale.py                          # all three sections (~30 min on 2 cores)
   python bench/scale.py --sections memory --concurrent 1,2,4,8 --local-steps 2
   python bench/scale.py --sections ratio [-- extra pollen simulate args]
+  python bench/scale.py --sections step --steps 6 --threads 1
   python bench/scale.py --sections flag --clients 10,20,50,100
 """
 
@@ -158,6 +164,59 @@ def ratio_section(extra: list[str]) -> dict[str, Any]:
     return timing
 
 
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def step_section(steps: int, threads: int, repeats: int) -> None:
+    import torch
+
+    from pollen.config import PollenConfig
+    from pollen.data.tokenize import batches
+    from pollen.models.train import lm_loss
+    from pollen.strategies.fedpeft.runtime import client_data, runtime
+
+    torch.set_num_threads(threads)
+    cfg = PollenConfig()
+    rt = runtime(cfg)
+    data = client_data(cfg, 0, cfg.federation.clients)
+    params = [p for p in rt.model.parameters() if p.requires_grad]
+
+    def run(own: bool) -> tuple[float, float, float]:
+        stream = list(batches(data, cfg.train.batch_size, rt.pad_id, steps=steps, seed=0))
+        rt.model.train()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        before = _rss_kb("VmRSS")
+        t0 = time.perf_counter()
+        total = 0.0
+        for batch in stream:
+            loss = rt.model(**batch).loss if own else lm_loss(rt.model, batch)[0]
+            grads = torch.autograd.grad(loss, params)
+            total += float(loss.detach())
+            del grads, loss
+        seconds = (time.perf_counter() - t0) / len(stream)
+        rt.model.eval()
+        return seconds, (_rss_kb("VmHWM") - before) / 1024, total / len(stream)
+
+    run(False)  # warm-up: first-touch allocations
+    own, ours = [], []
+    for _ in range(repeats):
+        own.append(run(True))
+        ours.append(run(False))
+    o, u = min(own), min(ours)
+    peak_o, peak_u = max(r[1] for r in own), max(r[1] for r in ours)
+    print(f"\n## one client's training step, default task (batch {cfg.train.batch_size} × ≤ "
+          f"{cfg.model.max_length} tokens, {threads} thread(s), best of {repeats} × {steps} steps)\n")
+    print("| loss | s / step | peak RSS above the model, MB | mean loss |")
+    print("|---|---:|---:|---:|")
+    print(f"| model's own (`model(**batch).loss`) | {o[0]:.3f} | {peak_o:.0f} | {o[2]:.6f} |")
+    print(f"| response tokens only (`lm_loss`) | {u[0]:.3f} | {peak_u:.0f} | {u[2]:.6f} |")
+    print(f"\nspeed-up {o[0] / u[0]:.2f}×, peak memory {peak_o / max(peak_u, 1e-9):.2f}× lower")
+
+
 def flag_section(clients: list[int], size: float, repeats: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import aggregation_cost as ac  # the bench next door
@@ -169,22 +228,27 @@ def flag_section(clients: list[int], size: float, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="memory,ratio,flag")
+    ap.add_argument("--sections", default="memory,ratio,step,flag")
     ap.add_argument("--concurrent", default="1,2,4,8")
     ap.add_argument("--local-steps", type=int, default=2)
     ap.add_argument("--clients", default="10,20,50,100", help="flag section: client counts")
     ap.add_argument("--size", type=float, default=1e6, help="flag section: parameters per update")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6, help="step section: training steps per run")
+    ap.add_argument("--threads", type=int, default=1, help="step section: torch threads")
     ap.add_argument("extra", nargs="*", help="after --: more `pollen simulate` arguments")
     a = ap.parse_args(argv)
     sections = {s.strip() for s in a.sections.split(",") if s.strip()}
-    unknown = sections - {"memory", "ratio", "flag"}
+    unknown = sections - {"memory", "ratio", "step", "flag"}
     if unknown:
-        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; sections are memory, ratio, flag")
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; sections are memory, ratio, step, "
+                 "flag")
     if "memory" in sections:
         memory_section([int(x) for x in a.concurrent.split(",")], a.local_steps, a.extra)
     if "ratio" in sections:
         ratio_section(a.extra)
+    if "step" in sections:
+        step_section(a.steps, a.threads, a.repeats)
     if "flag" in sections:
         flag_section([int(x) for x in a.clients.split(",")], a.size, a.repeats)
 

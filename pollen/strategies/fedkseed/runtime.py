@@ -27,6 +27,7 @@ from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.errors import ConfigError, DataError, PayloadError
 from pollen.models import load_model
+from pollen.models.train import lm_loss
 from pollen.registry import process_cache
 from pollen.strategies.fedkseed.seeds import candidate_seeds
 from pollen.strategies.fedkseed.state import rebuild
@@ -122,7 +123,10 @@ def zo_eval_data(zm: ZOModel) -> Encoded:
 
 
 def model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The ZO objective: the model's own loss (response tokens only for causal LM)."""
+    """The ZO objective: the model's own loss (response tokens only for causal LM, projected onto the
+    vocabulary only there: `pollen.models.train.lm_loss`)."""
+    if batch["labels"].dim() == 2:
+        return lm_loss(model, batch)[0]
     return model(**batch).loss
 
 

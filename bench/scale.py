@@ -68,22 +68,22 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.every = root, every
         self.peak_tree = self.peak_actors = self.peak_actor_count = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         from pollen.deploy.reaper import descendants
 
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             pids = [self.root, *descendants(self.root)]
             sizes = {pid: _pss(pid) for pid in pids}
             actors = [p for p in pids if "ClientAppActor" in _cmdline(p)]
             self.peak_tree = max(self.peak_tree, sum(sizes.values()))
             self.peak_actors = max(self.peak_actors, sum(sizes[p] for p in actors))
             self.peak_actor_count = max(self.peak_actor_count, len(actors))
-            self._stop.wait(self.every)
+            self._halt.wait(self.every)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 

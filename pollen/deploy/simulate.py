@@ -30,9 +30,26 @@ class ActorPlan:
     per_client_bytes: int
     limited_by: str  # "clients", "cores", "memory" or "config"
 
+    @property
+    def threads(self) -> int:
+        """Torch threads per client: whole threads (a share below one core still runs one)."""
+        return max(1, int(self.cpus_per_client))
+
+    def flower_options(self) -> dict[str, int]:
+        """The plan as Flower's simulation options.
+
+        Flower's `client-resources-num-cpus` is an integer, so a share below one core (0.5: two
+        clients per core) cannot be said to Flower directly; instead Ray is told the run has
+        `concurrent × threads` logical CPUs, which makes the actor pool exactly `concurrent` actors
+        of `threads` threads each, whatever the machine's core count.
+        """
+        return {"client-resources-num-cpus": self.threads,
+                "init-args-num-cpus": self.concurrent * self.threads}
+
     def describe(self) -> str:
-        return (f"simulation plan: {self.concurrent} client(s) at a time × {_num(self.cpus_per_client)} "
-                f"CPU thread(s) each ({self.cores} cores, {self.available_bytes / GB:.1f} GB available, "
+        share = "" if self.cpus_per_client >= 1 else f" ({_num(self.cpus_per_client)} core each)"
+        return (f"simulation plan: {self.concurrent} client(s) at a time × {self.threads} "
+                f"CPU thread(s) each{share} ({self.cores} cores, {self.available_bytes / GB:.1f} GB available, "
                 f"~{self.per_client_bytes / GB:.1f} GB per client; limited by {self.limited_by}; "
                 "set simulation.client_cpus to choose)")
 
@@ -91,7 +108,6 @@ def simulate(cfg: PollenConfig, console: Console | None = None) -> list[dict[str
     cores, available = machine()
     plan = plan_actors(sampled_clients(cfg), cores=cores, available_bytes=available,
                        model_bytes=model_bytes(cfg), client_cpus=cfg.simulation.client_cpus)
-    flower = {"num-supernodes": cfg.federation.clients,
-              "client-resources-num-cpus": _num(plan.cpus_per_client)}
+    flower = {"num-supernodes": cfg.federation.clients, **plan.flower_options()}
     return run_federation(cfg, console, LinkOptions(simulation=True, announce=plan.describe(),
                                                     federation_config=flower))

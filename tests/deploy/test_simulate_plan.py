@@ -28,6 +28,24 @@ def test_a_configured_share_wins():
     assert (p.concurrent, p.cpus_per_client, p.limited_by) == (4, 2.0, "config")
 
 
+@pytest.mark.parametrize(("share", "cores", "want"), [
+    (0.5, 2, (4, 1, 4)),   # two clients per core: 4 one-thread actors on 2 cores
+    (0.25, 2, (8, 1, 8)),
+    (1, 2, (2, 1, 2)),
+    (2, 8, (4, 2, 8)),
+    (4, 2, (1, 4, 4)),     # more threads than cores: one client, Ray told of 4 CPUs
+])
+def test_a_share_reaches_flower_as_whole_numbers(share, cores, want):
+    """Flower's client-resources-num-cpus is an unsigned integer (a float made `flwr run` fail)."""
+    p = plan_actors(8, cores=cores, available_bytes=64 * GB, model_bytes=GB // 2, client_cpus=share)
+    opts = p.flower_options()
+    assert all(isinstance(v, int) for v in opts.values())
+    assert (p.concurrent, opts["client-resources-num-cpus"], opts["init-args-num-cpus"]) == want
+    # The actor pool Flower builds: Ray's CPUs over each client's CPUs.
+    assert opts["init-args-num-cpus"] // opts["client-resources-num-cpus"] == p.concurrent
+    assert f"{p.concurrent} client(s) at a time × {opts['client-resources-num-cpus']} CPU" in p.describe()
+
+
 def test_auto_is_the_default_and_negative_is_refused():
     assert PollenConfig().simulation.client_cpus == 0
     with pytest.raises(Exception, match="simulation.client_cpus"):

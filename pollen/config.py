@@ -114,8 +114,13 @@ class TrainSection:
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 0.0
+    # Keep only each layer's input for the backward pass and recompute the rest: activation memory
+    # falls from ~450 MB to a few MB per client on the default task, for ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
     def validate(self) -> None:
+        _check(isinstance(self.gradient_checkpointing, bool), "train.gradient_checkpointing",
+               f"must be true or false, got {self.gradient_checkpointing!r}")
         _check(self.local_steps >= 1, "train.local_steps", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -471,6 +476,7 @@ HELP: dict[str, str] = {
     "train.batch_size": "local batch size",
     "train.lr": "local learning rate",
     "train.weight_decay": "local AdamW weight decay",
+    "train.gradient_checkpointing": "recompute activations in the backward pass: far less memory per client, ~1/3 more compute",
     "strategy.name": "fedpeft, fedkseed, fedkseed-pro, flag, frl, a Flower baseline, or module:factory "
                      "(your own Flower strategy, docs/plugins.md)",
     "strategy.lora_aggregation": ("LoRA merging: factors (mean B, mean A), svd (mean BA truncated to "

@@ -9,7 +9,7 @@ from flwr.clientapp import ClientApp
 
 from pollen.protocol.contracts import LOAD_SECONDS, TRAIN_SECONDS
 from pollen.protocol.records import config_from_context, partition_of
-from pollen.registry import build_seconds
+from pollen.registry import build_seconds, trim_heap
 from pollen.strategies import method_for
 
 app = ClientApp()
@@ -26,4 +26,5 @@ def train(msg: Message, context: Context) -> Message:
     load = build_seconds() - built0
     content["metrics"][LOAD_SECONDS] = load
     content["metrics"][TRAIN_SECONDS] = max(0.0, time.perf_counter() - t0 - load)
+    trim_heap()  # the activations are freed: give their pages back while this actor waits
     return Message(content=content, reply_to=msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,13 @@ from pollen.config import PollenConfig
 from pollen.deploy.federation import LinkOptions, run_federation
 
 GB = 1 << 30
-# What one client actor costs beyond its model weights (Python, torch, Ray worker, activations).
-ACTOR_OVERHEAD = int(0.6 * GB)
+# What one client actor costs beyond the model weights it holds privately, measured on the default
+# task (docs/benchmarks.md "Issue 14: memory", 1.15 GB per extra concurrent client): the interpreter
+# with torch, transformers, peft, Flower and Ray imported (~0.3 GB of private pages: relocated
+# library data a fresh process cannot share) and the activations kept for the backward pass
+# (~0.6 GB at batch 8 × 64 tokens); train.gradient_checkpointing cuts the latter to ~0.25 GB.
+ACTOR_OVERHEAD = int(1.2 * GB)
+CHECKPOINTED_ACTOR_OVERHEAD = int(0.6 * GB)
 # Share of the available memory the plan may fill; the rest is the server's and the system's.
 MEMORY_SHARE = 0.75
 
@@ -55,9 +61,16 @@ class ActorPlan:
 
 
 def plan_actors(sampled: int, *, cores: int, available_bytes: int, model_bytes: int,
-                client_cpus: float = 0.0) -> ActorPlan:
-    """Clients per round that fit in cores and memory; each gets an equal share of the cores."""
-    per_client = 2 * model_bytes + ACTOR_OVERHEAD  # weights + gradients/optimiser/activations headroom
+                client_cpus: float = 0.0, shared_weights: bool = False,
+                overhead: int = ACTOR_OVERHEAD) -> ActorPlan:
+    """Clients per round that fit in cores and memory; each gets an equal share of the cores.
+
+    `shared_weights`: the base weights are memory-mapped and left unchanged, so all actors share one
+    copy in the page cache (counted once); otherwise every actor holds its own.
+    """
+    per_client = overhead + (0 if shared_weights else model_bytes)
+    if shared_weights:
+        available_bytes = max(0, available_bytes - model_bytes)
     if client_cpus > 0:
         concurrent = max(1, min(sampled, int(cores // client_cpus) or 1))
         return ActorPlan(concurrent, client_cpus, cores, available_bytes, per_client, "config")
@@ -85,16 +98,44 @@ def machine() -> tuple[int, int]:
     return cores, available
 
 
-def model_bytes(cfg: PollenConfig) -> int:
-    """Size of the model's weights on disk (registered models are located, not loaded)."""
+def model_files(cfg: PollenConfig) -> list[Path]:
+    """The model's weight files (registered models are located, not loaded); [] if unknown."""
     from pollen.models.registry import MODELS
 
     try:
         path = Path(MODELS.get(cfg.model.name).locate()) if cfg.model.name in MODELS else Path(cfg.model.name)
-        files = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) if path.is_dir() else []
+        return list(path.glob("*.safetensors")) + list(path.glob("*.bin")) if path.is_dir() else []
     except Exception:  # noqa: BLE001 - an estimate; the preflight reports real load errors
-        files = []
+        return []
+
+
+def model_bytes(cfg: PollenConfig) -> int:
+    """Size of the model's weights on disk (0.5 GB when they cannot be located)."""
+    files = model_files(cfg)
     return sum(f.stat().st_size for f in files) if files else GB // 2
+
+
+def float32_safetensors(files: list[Path]) -> bool:
+    """Every file is safetensors holding float32 tensors only: what transformers memory-maps as is
+    when Pollen loads in float32 (other dtypes and .bin files are converted into private memory)."""
+    if not files:
+        return False
+    for f in files:
+        if f.suffix != ".safetensors":
+            return False
+        try:
+            with f.open("rb") as fh:
+                size = int.from_bytes(fh.read(8), "little")
+                if not 0 < size <= 100 << 20:  # a header larger than 100 MB is not one we trust
+                    return False
+                header = json.loads(fh.read(size))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(header, dict) or any(
+                isinstance(v, dict) and v.get("dtype") != "F32"
+                for k, v in header.items() if k != "__metadata__"):
+            return False
+    return True
 
 
 def _num(v: float) -> int | float:
@@ -102,12 +143,18 @@ def _num(v: float) -> int | float:
 
 
 def simulate(cfg: PollenConfig, console: Console | None = None) -> list[dict[str, Any]]:
+    from pollen.strategies import method_for
     from pollen.strategies.registry import sampled_clients
 
     console = console or Console()
     cores, available = machine()
+    files = model_files(cfg)
+    shared = float32_safetensors(files) and not method_for(cfg).writes_base_weights
     plan = plan_actors(sampled_clients(cfg), cores=cores, available_bytes=available,
-                       model_bytes=model_bytes(cfg), client_cpus=cfg.simulation.client_cpus)
+                       model_bytes=model_bytes(cfg), client_cpus=cfg.simulation.client_cpus,
+                       shared_weights=shared,
+                       overhead=CHECKPOINTED_ACTOR_OVERHEAD if cfg.train.gradient_checkpointing
+                       else ACTOR_OVERHEAD)
     flower = {"num-supernodes": cfg.federation.clients, **plan.flower_options()}
     return run_federation(cfg, console, LinkOptions(simulation=True, announce=plan.describe(),
                                                     federation_config=flower))

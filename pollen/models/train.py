@@ -56,6 +56,22 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     return F.cross_entropy(logits, labels[keep]), tokens
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them.
+
+    Why: with a frozen, shared base model the activations kept for the backward pass are most of
+    what one more concurrent client costs (docs/benchmarks.md "Issue 14: memory"). Non-reentrant
+    checkpointing needs no input that requires grad, so PEFT adapters train unchanged.
+    """
+    from pollen.errors import ConfigError
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"train.gradient_checkpointing: {type(base).__name__} does not support "
+                          "gradient checkpointing; set it to false")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 @dataclass
 class EvalResult:
     loss: float

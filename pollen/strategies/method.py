@@ -112,6 +112,9 @@ class Method:
     # Each partition's training-example count; in simulation the largest caps the `num-examples`
     # a reply may claim (bounded influence).
     partition_sizes: Callable[[PollenConfig], list[int]] = client_partition_sizes
+    # Clients change the base model's weights in place (full-parameter methods): every process then
+    # holds its own copy, where PEFT clients share one memory-mapped copy (pollen/deploy/simulate.py).
+    writes_base_weights: bool = False
     doc: str = ""
 
     @property

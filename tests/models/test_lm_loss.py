@@ -61,3 +61,30 @@ def test_evaluation_weights_by_response_tokens_and_skips_empty_batches(tiny_mode
     with torch.no_grad():
         assert res.loss == pytest.approx(model(**batch).loss.item(), rel=1e-6)
     assert res.examples == 4
+
+
+def test_gradient_checkpointing_trains_the_same_adapter_gradients(tiny_model_dir):
+    from pollen.models.train import enable_gradient_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        lm = load_model(str(tiny_model_dir), "causal-lm", seed=0)
+        torch.manual_seed(0)
+        model = apply_peft(lm.model, ModelSection(peft="lora", lora_dropout=0.0), "causal-lm")
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+            assert model.get_base_model().is_gradient_checkpointing
+        model.train()
+        loss, _ = lm_loss(model, _batch(model.config.vocab_size))
+        grads.append(torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_checkpointing_is_a_boolean_config_key():
+    from pollen.config import PollenConfig
+
+    assert PollenConfig().train.gradient_checkpointing is False
+    assert PollenConfig.load(None, {"train.gradient_checkpointing": "true"}).train.gradient_checkpointing
+    with pytest.raises(Exception, match="train.gradient_checkpointing"):
+        PollenConfig.load(None, {"train.gradient_checkpointing": "sometimes"})

@@ -6,4 +6,4 @@ from pollen.strategies.registry import register_method
 
 register_method(Method("fedkseed", ("fedkseed", "fedkseed-pro"), train=client.train, server=server.ZOServer,
                        preflight=runtime.preflight, reply_contract=wire.reply_contract,
-                       doc=strategy.__doc__ or ""))
+                       writes_base_weights=True, doc=strategy.__doc__ or ""))

@@ -19,6 +19,7 @@ from pollen.data.clients import client_indices, data_for
 from pollen.data.tokenize import Encoded, encode
 from pollen.models import apply_peft, load_model
 from pollen.models.peft_methods import trainable_state
+from pollen.models.train import enable_gradient_checkpointing
 from pollen.registry import process_cache
 
 
@@ -50,6 +51,8 @@ def _runtime(cfg_json: str) -> Runtime:
                     seed=cfg.run.seed)
     torch.manual_seed(cfg.run.seed)  # identical PEFT init on every party
     model = apply_peft(lm.model, cfg.model, lm.task)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return Runtime(cfg=cfg, model=model, tokenizer=lm.tokenizer, task=lm.task, data=data,
                    initial=trainable_state(model))
 

@@ -10,6 +10,8 @@ Sections (each can be run alone):
            additional client adds, as a share of the base model's weights, and the round's time.
 - ratio    the default task (`pollen simulate`, nothing changed), its OUT/timing.json: wall time
            over the clients' summed training time, and the breakdown (pollen/deploy/timing.py).
+- round    one round of the default task with many clients (`--many 100`, all sampled, iid split,
+           `--many-steps` local steps): every client aggregated?, round time, tree PSS peak, timing.
 - step     one client's local training steps on the default model and data, in this process: the
            model's own loss (`model(**batch).loss`, logits for every position) against
            `pollen.models.train.lm_loss` (the vocabulary projection on response tokens only), run
@@ -22,6 +24,7 @@ Usage:
   python bench/scale.py                          # all three sections (~30 min on 2 cores)
   python bench/scale.py --sections memory --concurrent 1,2,4,8 --local-steps 2
   python bench/scale.py --sections ratio [-- extra pollen simulate args]
+  python bench/scale.py --sections round --many 100 --many-steps 1
   python bench/scale.py --sections step --steps 6 --threads 1
   python bench/scale.py --sections flag --clients 10,20,50,100
 """
@@ -164,6 +167,23 @@ def ratio_section(extra: list[str]) -> dict[str, Any]:
     return timing
 
 
+def round_section(clients: int, steps: int, extra: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"scale-round{clients}-") as tmp:
+        out = Path(tmp) / "out"
+        wall, s, _ = simulate(["--clients", str(clients), "--partition", "iid", "--rounds", "1",
+                               "--local-steps", str(steps), *extra], out, sample=True)
+        assert s is not None
+        r1 = _rows(out)[1]
+        t = json.loads((out / "timing.json").read_text())
+    print(f"\n## one round, {clients} clients (all sampled, iid, {steps} local step(s))\n")
+    print("| sampled | aggregated | timed out | round s | Σ client train s | wall s | wall / train "
+          "| tree PSS peak MB | actors |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {r1['sampled']} | {r1['aggregated']} | {r1['timed_out']} | {r1['seconds']:.0f} | "
+          f"{r1['train_s']:.0f} | {wall:.0f} | {t['wall_per_train']:.2f} | {s.peak_tree / MB:.0f} | "
+          f"{s.peak_actor_count} |")
+
+
 def _rss_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -236,25 +256,29 @@ def flag_section(clients: list[int], size: float, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="memory,ratio,step,flag")
+    ap.add_argument("--sections", default="memory,ratio,round,step,flag")
     ap.add_argument("--concurrent", default="1,2,4,8")
     ap.add_argument("--local-steps", type=int, default=2)
     ap.add_argument("--clients", default="10,20,50,100", help="flag section: client counts")
     ap.add_argument("--size", type=float, default=1e6, help="flag section: parameters per update")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6, help="step section: training steps per run")
+    ap.add_argument("--many", type=int, default=100, help="round section: clients")
+    ap.add_argument("--many-steps", type=int, default=1, help="round section: local steps")
     ap.add_argument("--threads", type=int, default=1, help="step section: torch threads")
     ap.add_argument("extra", nargs="*", help="after --: more `pollen simulate` arguments")
     a = ap.parse_args(argv)
     sections = {s.strip() for s in a.sections.split(",") if s.strip()}
-    unknown = sections - {"memory", "ratio", "step", "flag"}
+    known = ("memory", "ratio", "round", "step", "flag")
+    unknown = sections - set(known)
     if unknown:
-        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; sections are memory, ratio, step, "
-                 "flag")
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; sections are {', '.join(known)}")
     if "memory" in sections:
         memory_section([int(x) for x in a.concurrent.split(",")], a.local_steps, a.extra)
     if "ratio" in sections:
         ratio_section(a.extra)
+    if "round" in sections:
+        round_section(a.many, a.many_steps, a.extra)
     if "step" in sections:
         step_section(a.steps, a.threads, a.repeats)
     if "flag" in sections:

@@ -128,14 +128,15 @@ def fmt(row: dict[str, object]) -> str:
         return f"{ms:10.1f} ({ms / float(row['fedavg']):5.0f}x)"  # type: ignore[arg-type]
 
     fl = row.get("fedavg_flwr")
+    vs_flwr = "-" if fl is None else f"{float(row['flag']) / float(fl):.1f}x"  # type: ignore[arg-type]
     return (f"{row['device']:>6} {row['n']:>5} {row['d']:>9.0e} {float(row['fedavg']):10.2f} "  # type: ignore[arg-type]
             f"{cell('flag')} {cell('flag_f64')} {row['iters']:>5} {cell('mkrum_torch')} {cell('mkrum_flwr')} "
-            f"{('-' if fl is None else f'{float(fl):.1f}'):>11}")  # type: ignore[arg-type]
+            f"{('-' if fl is None else f'{float(fl):.1f}'):>11} {vs_flwr:>13}")  # type: ignore[arg-type]
 
 
 HEADER = (f"{'device':>6} {'n':>5} {'d':>9} {'fedavg ms':>10} {'flag ms (ratio)':>18} "
           f"{'flag f64 ms':>18} {'iters':>5} "
-          f"{'mkrum_torch ms':>18} {'mkrum_flwr ms':>18} {'fedavg_flwr':>11}")
+          f"{'mkrum_torch ms':>18} {'mkrum_flwr ms':>18} {'fedavg_flwr':>11} {'flag/flwr avg':>13}")
 
 
 def main(argv: list[str] | None = None) -> None:

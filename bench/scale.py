@@ -246,12 +246,14 @@ def step_section(steps: int, threads: int, repeats: int) -> None:
 
 
 def flag_section(clients: list[int], size: float, repeats: int) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import aggregation_cost as ac  # the bench next door
-
-    print(f"\n## Flag vs FedAvg, d = {size:.0e}, 1 thread, CPU time, best of {repeats}\n")
-    ac.main(["--clients", ",".join(map(str, clients)), "--sizes", f"{size:g}", "--device", "cpu",
-             "--threads", "1", "--clock", "cpu", "--repeats", str(repeats), "--no-f64"])
+    """In a child process, so that numpy's and torch's BLAS run one thread whatever ran before."""
+    print(f"\n## Flag vs FedAvg, d = {size:.0e}, 1 thread, CPU time, best of {repeats}\n", flush=True)
+    one = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **one, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "aggregation_cost.py"),
+                    "--clients", ",".join(map(str, clients)), "--sizes", f"{size:g}", "--device", "cpu",
+                    "--threads", "1", "--clock", "cpu", "--repeats", str(repeats), "--no-f64"],
+                   check=True, env=env)
 
 
 def main(argv: list[str] | None = None) -> None:

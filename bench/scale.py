@@ -162,7 +162,8 @@ def ratio_section(extra: list[str]) -> dict[str, Any]:
           f"{t['startup']:.0f} | {t['server_load']:.0f} | {t['load_sum']:.0f} | {t['evaluation']:.0f} | "
           f"{t['aggregation']:.1f} | {t['rounds']:.0f} | {t['finish']:.0f} |")
     print("\nper round: " + "; ".join(
-        f"r{r['round']} {r['seconds']:.0f} s (train Σ {r.get('train_s', 0):.0f}, eval {r.get('eval_s', 0):.0f})"
+        f"r{r['round']} {r['seconds']:.0f} s (train Σ {r.get('train_s', 0):.0f}, eval {r.get('eval_s', 0):.0f}, "
+        f"eval_loss {r.get('eval_loss') or float('nan'):.4f})"
         for r in rows))
     return timing
 
